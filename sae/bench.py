@@ -1,0 +1,135 @@
+"""Benchmarks the package ships (``sae bench render``): speed and memory, printed as a table.
+
+Each configuration runs in a fresh child process so that its peak memory (``ru_maxrss`` on CPU,
+``max_memory_allocated`` on CUDA) is its own. The scene is the procedural street with ten cars
+at 5–60 m plus a pedestrian and a cyclist; forward+backward differentiates the whole γ with
+respect to all six semantic parameters (shading, weather and foliage included).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+FULL_SIZE = (375, 1242)
+#: The default working resolution of the workflow's CPU scale.
+WORKING_SIZE = (188, 621)
+
+
+def _bench_one(height: int, width: int, batch: int, repeats: int, device: str, threads: int | None) -> dict:
+    from sae.data.street import street_scene
+    from sae.render.renderer import render
+    from sae.scene import editor
+    from sae.scene.ir import Scene
+
+    if threads:
+        torch.set_num_threads(threads)
+    scenes = [
+        street_scene(seed=100 + i, height=height, width=width, n_cars=10, n_pedestrians=1, n_cyclists=1)
+        for i in range(batch)
+    ]
+    scene = Scene.cat(scenes).to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def forward():
+        with torch.no_grad():
+            return render(scene).image
+
+    def forward_backward():
+        theta = editor.zero_theta(scene, requires_grad=True)
+        out = render(editor.apply(scene, theta))
+        out.image.mean().backward()
+        return theta
+
+    result = {"height": height, "width": width, "batch": batch, "device": device, "threads": torch.get_num_threads()}
+    faces = None
+    for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
+        fn()  # warm-up (caches, allocator)
+        sync()
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t0)
+        best = min(times)
+        result[f"{name}_s_per_batch"] = best
+        result[f"{name}_images_per_s"] = batch / best
+        if device.startswith("cuda"):
+            result[f"{name}_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            result[f"{name}_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        del base_rss
+    from sae.render.geometry import pack_meshes
+
+    faces = pack_meshes(scene).num_faces
+    result["faces"] = faces
+    return result
+
+
+def profile_stages(height: int = 375, width: int = 1242, batch: int = 8) -> list[tuple[str, float]]:
+    """Forward+backward time per renderer stage (s per batch), from the PyTorch profiler."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from sae.data.street import street_scene
+    from sae.render.renderer import render
+    from sae.scene import editor
+    from sae.scene.ir import Scene
+
+    scene = Scene.cat(
+        [
+            street_scene(seed=100 + i, height=height, width=width, n_cars=10, n_pedestrians=1, n_cyclists=1)
+            for i in range(batch)
+        ]
+    )
+    theta = editor.zero_theta(scene, requires_grad=True)
+    render(editor.apply(scene, theta)).image.mean().backward()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with record_function("render_forward"):
+            out = render(editor.apply(scene, theta))
+        with record_function("backward"):
+            out.image.mean().backward()
+    rows = [(e.key, e.cpu_time_total / 1e6) for e in prof.key_averages()]
+    rows.sort(key=lambda r: -r[1])
+    return rows
+
+
+def run_render_bench(sizes, batches, repeats: int = 3, device: str = "cpu", threads: int | None = None) -> list[dict]:
+    """Run every (size, batch) configuration in a child process; return their results."""
+    results = []
+    for height, width in sizes:
+        for batch in batches:
+            cmd = [sys.executable, "-m", "sae.bench", json.dumps([height, width, batch, repeats, device, threads])]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"benchmark {height}x{width} batch {batch} failed:\n{proc.stderr}")
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def format_table(results: list[dict]) -> str:
+    head = "| size | batch | faces | forward img/s | fwd+bwd img/s | fwd+bwd s/img | peak MB (fwd / fwd+bwd) |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(
+            f"| {r['width']}×{r['height']} | {r['batch']} | {r['faces']} | {r['forward_images_per_s']:.1f} | "
+            f"{r['forward_backward_images_per_s']:.1f} | {1 / r['forward_backward_images_per_s']:.3f} | "
+            f"{r['forward_peak_mb']:.0f} / {r['forward_backward_peak_mb']:.0f} |"
+        )
+    device = results[0]["device"] if results else "?"
+    threads = results[0]["threads"] if results else "?"
+    lines.append(f"\ndevice: {device}, torch threads: {threads}, torch {torch.__version__}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    h, w, b, r, dev, th = json.loads(sys.argv[1])
+    print(json.dumps(_bench_one(h, w, b, r, dev, th)))

@@ -1,0 +1,142 @@
+"""The ``sae`` command line: ``sae <group> <command> [options]``; every level has ``--help``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sae import __version__
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` → ``(height, width)``."""
+    try:
+        w, h = text.lower().split("x")
+        return int(h), int(w)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 1242x375, got {text!r}") from None
+
+
+def cmd_render_demo(args: argparse.Namespace) -> int:
+    from sae.render.demo import render_demo
+
+    path = render_demo(args.out, seed=args.seed, height=args.size[0], width=args.size[1])
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_render_scene(args: argparse.Namespace) -> int:
+    import torch
+    from PIL import Image
+
+    from sae.data.street import street_scene
+    from sae.render.demo import to_uint8
+    from sae.render.renderer import render
+    from sae.scene.ir import Scene
+
+    scene = (
+        Scene.load(args.scene) if args.scene else street_scene(seed=args.seed, height=args.size[0], width=args.size[1])
+    )
+    with torch.no_grad():
+        out = render(scene)
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8(out.image[0])).save(out_path)
+    if args.save_ir:
+        scene.save(args.save_ir)
+        print(f"wrote {args.save_ir}")
+    print(f"wrote {out_path}")
+    return 0
+
+
+def cmd_bench_render(args: argparse.Namespace) -> int:
+    from sae.bench import format_table, profile_stages, run_render_bench
+
+    results = run_render_bench(args.sizes, args.batches, repeats=args.repeats, device=args.device, threads=args.threads)
+    print(format_table(results))
+    if args.profile:
+        print("\nwhere the time goes (fwd+bwd, 1242×375, batch 8; top operators, s per batch):")
+        for name, seconds in profile_stages()[: args.profile]:
+            print(f"  {seconds:8.3f}  {name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sae.bench import FULL_SIZE, WORKING_SIZE
+
+    parser = argparse.ArgumentParser(
+        prog="sae",
+        description="Semantic adversarial examples for object detectors through differentiable rendering.",
+    )
+    parser.add_argument("--version", action="version", version=f"sae {__version__}")
+    groups = parser.add_subparsers(dest="group", metavar="<group>", required=True)
+
+    render = groups.add_parser("render", help="render scenes and figures", description="Render scenes and figures.")
+    rsub = render.add_subparsers(dest="command", metavar="<command>", required=True)
+    demo = rsub.add_parser(
+        "demo",
+        help="figure: one street under each semantic parameter at three magnitudes",
+        description="Write a figure of one procedural street under each of the six semantic parameters "
+        "at three magnitudes, with the renderer's 2-D boxes drawn.",
+    )
+    demo.add_argument("--out", default="results/figures/render_demo.png", help="output PNG (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=3, help="street seed (default: %(default)s)")
+    demo.add_argument("--size", type=_size, default=FULL_SIZE, help="WIDTHxHEIGHT (default: 1242x375)")
+    demo.set_defaults(func=cmd_render_demo)
+
+    scene = rsub.add_parser(
+        "scene",
+        help="render one scene (an IR file or a procedural street) to PNG",
+        description="Render one scene to a PNG image.",
+    )
+    scene.add_argument("--scene", help="IR file (.npz) written by sae; default: a procedural street")
+    scene.add_argument("--seed", type=int, default=0, help="procedural street seed (default: %(default)s)")
+    scene.add_argument("--size", type=_size, default=FULL_SIZE, help="WIDTHxHEIGHT of a procedural street")
+    scene.add_argument("--out", default="results/render.png", help="output PNG (default: %(default)s)")
+    scene.add_argument("--save-ir", help="also write the scene's IR to this .npz file")
+    scene.set_defaults(func=cmd_render_scene)
+
+    bench = groups.add_parser("bench", help="speed and memory benchmarks", description="Speed and memory benchmarks.")
+    bsub = bench.add_subparsers(dest="command", metavar="<command>", required=True)
+    br = bsub.add_parser(
+        "render",
+        help="renderer forward and forward+backward images/s and peak memory",
+        description="Time the renderer γ (forward, and forward+backward w.r.t. all six parameters) on "
+        "a street of ten cars, a pedestrian and a cyclist; print a Markdown table.",
+    )
+    br.add_argument(
+        "--sizes",
+        type=_size,
+        nargs="+",
+        default=[FULL_SIZE, WORKING_SIZE],
+        help="WIDTHxHEIGHT sizes (default: 1242x375 621x188)",
+    )
+    br.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes (default: 1 8)")
+    br.add_argument("--repeats", type=int, default=3, help="timed runs per configuration; the best is kept")
+    br.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    br.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    br.add_argument(
+        "--profile",
+        type=int,
+        nargs="?",
+        const=15,
+        default=0,
+        help="also print the N most expensive operators (default N: 15)",
+    )
+    br.set_defaults(func=cmd_bench_render)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"sae: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

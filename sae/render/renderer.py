@@ -1,0 +1,200 @@
+"""The renderer γ: IR → image, depth, instance masks and 2-D boxes, differentiable end to end.
+
+Stages, each a small function with one job (PyTorch3D's rasteriser → shader → compositor
+shape), passing named tensors:
+
+1. background: foliage re-texturing and clouds on their semantic regions, then the light's gain;
+2. geometry: pose the templates (FFD, scale, yaw, location) and project them;
+3. rasterisation: hard z-buffer per face screen box against the background depth (no grad);
+4. shading: flat Lambert + ambient from the weather's sun, per face;
+5. compositing: objects over the background, depth likewise;
+6. fog from the composited depth;
+7. anti-aliasing along edges (positions' gradients), then clamp to [0, 1].
+
+:class:`RenderBackend` is the interface the attacks see; :class:`TorchRenderer` is the pure
+PyTorch backend. Another backend (PyTorch3D, Mitsuba 3) only has to map a :class:`Scene` to a
+:class:`RenderOutput`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from sae.render import effects
+from sae.render.antialias import antialias
+from sae.render.geometry import face_albedo, pack_meshes, pose_vertices, project
+from sae.render.raster import NEAR_PLANE, Fragments, depth_planes, interpolate_depth, rasterize
+from sae.render.shading import Lighting, face_normals, lighting, shade_faces
+from sae.scene.ir import FOLIAGE_CLASSES, SEM, Scene
+
+
+@dataclass
+class RenderOutput:
+    """What γ returns for a batch of ``B`` scenes with ``N`` object slots at ``H × W``.
+
+    Attributes:
+        image: ``(B, H, W, 3)`` RGB in [0, 1] (differentiable).
+        depth: ``(B, H, W)`` z-depth in metres (differentiable).
+        instance: ``(B, H, W)`` int64 object slot ``n`` visible at each pixel, -1 for none.
+        boxes: ``(B, N, 4)`` tight box ``(left, top, right, bottom)`` of each object's visible
+            pixels, inclusive integer pixel coordinates; ``-1`` where nothing is visible.
+        pixel_count: ``(B, N)`` int64 visible pixels per object.
+        boxes_projected: ``(B, N, 4)`` box of the projected mesh, not clipped to the image
+            (for truncation ratios); ``-1`` for invalid slots.
+        face_map: ``(B, H, W)`` int64 visible packed face id, -1 for background.
+    """
+
+    image: torch.Tensor
+    depth: torch.Tensor
+    instance: torch.Tensor
+    boxes: torch.Tensor
+    pixel_count: torch.Tensor
+    boxes_projected: torch.Tensor
+    face_map: torch.Tensor
+
+    @property
+    def image_chw(self) -> torch.Tensor:
+        """``(B, 3, H, W)`` view of :attr:`image`, the layout detectors take."""
+        return self.image.permute(0, 3, 1, 2)
+
+    @property
+    def visible(self) -> torch.Tensor:
+        """``(B, N)`` bool: the object has at least one visible pixel."""
+        return self.pixel_count > 0
+
+    def masks(self) -> torch.Tensor:
+        """``(B, N, H, W)`` bool instance masks."""
+        n = self.boxes.shape[1]
+        slots = torch.arange(n, device=self.instance.device).view(1, n, 1, 1)
+        return self.instance.unsqueeze(1) == slots
+
+
+class RenderBackend(Protocol):
+    """Anything that renders a :class:`Scene` into a :class:`RenderOutput`."""
+
+    name: str
+
+    def __call__(self, scene: Scene) -> RenderOutput: ...
+
+
+def shade_background(scene: Scene, light: Lighting) -> torch.Tensor:
+    """Background colour ``(B, H·W, 3)``: foliage and clouds on their regions, then the light."""
+    b, h, w = scene.batch_size, scene.height, scene.width
+    flat = scene.bg_color.reshape(-1, 3)
+    sem = scene.bg_semantic.reshape(-1)
+    with torch.no_grad():
+        foliage_idx = torch.nonzero(torch.isin(sem, torch.tensor(FOLIAGE_CLASSES, device=sem.device))).squeeze(1)
+        sky_idx = torch.nonzero(sem == SEM["Sky"]).squeeze(1)
+    idx, values = [], []
+    if foliage_idx.numel():
+        tex = effects.noise_texture(h, w, "foliage", scene.device, scene.dtype).reshape(-1)
+        code = scene.foliage[foliage_idx // (h * w)]
+        idx.append(foliage_idx)
+        values.append(effects.retexture_foliage(flat[foliage_idx], code, tex[foliage_idx % (h * w)]))
+    if sky_idx.numel():
+        tex = effects.noise_texture(h, w, "cloud", scene.device, scene.dtype).reshape(-1)
+        cover = scene.weather[sky_idx // (h * w), 1]
+        idx.append(sky_idx)
+        values.append(effects.add_clouds(flat[sky_idx], cover, tex[sky_idx % (h * w)]))
+    if idx:
+        flat = flat.index_copy(0, torch.cat(idx), torch.cat(values))
+    return flat.reshape(b, h * w, 3) * light.bg_gain.unsqueeze(1)
+
+
+class TorchRenderer:
+    """The pure-PyTorch deferred renderer (CPU and CUDA, float32 and float64)."""
+
+    name = "torch"
+
+    def __call__(self, scene: Scene) -> RenderOutput:
+        b, h, w, n = scene.batch_size, scene.height, scene.width, scene.max_objects
+        light = lighting(scene.weather, scene.sun_azimuth)
+        background = shade_background(scene, light)
+
+        packed = pack_meshes(scene)
+        verts = pose_vertices(scene, packed)
+        vert_batch = packed.vert_obj // n
+        screen = project(verts, scene.K[vert_batch])
+        faces = packed.faces
+        face_batch = packed.face_obj // n
+        normals = face_normals(verts, faces)
+        with torch.no_grad():
+            centroid = verts[faces].mean(dim=1)
+            front = ((normals * centroid).sum(dim=1) < 0) & (screen[:, 2][faces].min(dim=1).values > NEAR_PLANE)
+        frags = rasterize(screen.detach(), faces, face_batch, front, scene.bg_depth)
+
+        colors = shade_faces(face_albedo(scene, packed), normals, face_batch, light)
+        planes = depth_planes(screen, faces)
+        z = interpolate_depth(planes, frags, w, h)
+        image = background.reshape(-1, 3).index_copy(0, frags.pixels, colors[frags.pixel_faces])
+        depth = scene.bg_depth.reshape(-1).index_copy(0, frags.pixels, z)
+        image, depth = image.reshape(b, h, w, 3), depth.reshape(b, h, w)
+
+        airlight = effects.fog_airlight(light.bg_gain)
+        image = effects.apply_fog(image, depth, scene.weather[:, 0], airlight)
+        image = antialias(image, frags.face_map, depth, screen, faces, planes)
+        image = image.clamp(0.0, 1.0)
+
+        instance, boxes, count = _instances(frags, packed.face_obj, b, n, h, w)
+        projected = _projected_boxes(screen.detach(), packed.vert_obj, b, n)
+        return RenderOutput(image, depth, instance, boxes, count, projected, frags.face_map)
+
+
+@torch.no_grad()
+def _instances(frags: Fragments, face_obj: torch.Tensor, b: int, n: int, h: int, w: int):
+    obj = face_obj[frags.pixel_faces]  # flat b * N + n
+    instance = torch.full((b * h * w,), -1, dtype=torch.int64, device=frags.pixels.device)
+    instance[frags.pixels] = obj % n
+    xs = frags.pixels % w
+    ys = (frags.pixels // w) % h
+    big = torch.iinfo(torch.int64).max
+    lo_x = torch.full((b * n,), big, dtype=torch.int64, device=xs.device).scatter_reduce(0, obj, xs, "amin")
+    lo_y = torch.full((b * n,), big, dtype=torch.int64, device=xs.device).scatter_reduce(0, obj, ys, "amin")
+    hi_x = torch.full((b * n,), -1, dtype=torch.int64, device=xs.device).scatter_reduce(0, obj, xs, "amax")
+    hi_y = torch.full((b * n,), -1, dtype=torch.int64, device=xs.device).scatter_reduce(0, obj, ys, "amax")
+    count = torch.bincount(obj, minlength=b * n)
+    boxes = torch.stack([lo_x, lo_y, hi_x, hi_y], dim=1).to(torch.float32)
+    boxes[count == 0] = -1
+    return instance.reshape(b, h, w), boxes.reshape(b, n, 4), count.reshape(b, n)
+
+
+@torch.no_grad()
+def _projected_boxes(screen: torch.Tensor, vert_obj: torch.Tensor, b: int, n: int) -> torch.Tensor:
+    out = torch.full((b * n, 4), -1.0, dtype=screen.dtype, device=screen.device)
+    if vert_obj.numel():
+        inf = float("inf")
+        u, v = screen[:, 0], screen[:, 1]
+        lo_u = torch.full((b * n,), inf, dtype=screen.dtype, device=screen.device).scatter_reduce(
+            0, vert_obj, u, "amin"
+        )
+        lo_v = torch.full((b * n,), inf, dtype=screen.dtype, device=screen.device).scatter_reduce(
+            0, vert_obj, v, "amin"
+        )
+        hi_u = torch.full((b * n,), -inf, dtype=screen.dtype, device=screen.device).scatter_reduce(
+            0, vert_obj, u, "amax"
+        )
+        hi_v = torch.full((b * n,), -inf, dtype=screen.dtype, device=screen.device).scatter_reduce(
+            0, vert_obj, v, "amax"
+        )
+        present = torch.isfinite(lo_u)
+        out[present] = torch.stack([lo_u, lo_v, hi_u, hi_v], dim=1)[present]
+    return out.reshape(b, n, 4)
+
+
+BACKENDS: dict[str, type] = {"torch": TorchRenderer}
+
+
+def get_renderer(name: str = "torch") -> RenderBackend:
+    """A renderer backend by name (``"torch"``)."""
+    try:
+        return BACKENDS[name]()
+    except KeyError:
+        raise KeyError(f"unknown renderer backend {name!r}; available: {', '.join(BACKENDS)}") from None
+
+
+def render(scene: Scene) -> RenderOutput:
+    """Render with the default backend."""
+    return TorchRenderer()(scene)
