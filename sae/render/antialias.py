@@ -84,6 +84,7 @@ def antialias(
     screen: torch.Tensor,
     faces: torch.Tensor,
     planes: torch.Tensor,
+    background_at=None,
 ) -> torch.Tensor:
     """Anti-alias a rendered batch.
 
@@ -94,6 +95,8 @@ def antialias(
         screen: ``(Vt, 3)`` projected vertices ``(u, v, z)`` (differentiable).
         faces: ``(Ft, 3)`` vertex indices.
         planes: ``(Ft, 3)`` inverse-depth planes (:func:`~sae.render.raster.depth_planes`).
+        background_at: optional callable, flat pixel indices ``(K,)`` → the final background
+            colour ``(K, 3)`` at those pixels (what an object hides there).
 
     Returns:
         ``(B, H, W, 3)`` the anti-aliased image.
@@ -146,6 +149,14 @@ def antialias(
         front_idx = torch.where(a_front, ia, ib)
         back_idx = torch.where(a_front, ib, ia)
         c_front, c_back = flat[front_idx], flat[back_idx]
+        if background_at is not None:
+            # Where the front pixel loses coverage to the background, what shows there is the
+            # background *at that pixel* (known), not the neighbour's colour: using it keeps the
+            # image continuous as an edge sweeps over textured background.
+            with torch.no_grad():
+                uncover = torch.nonzero((fmap[back_idx] < 0) & (s.detach() < 0.5)).squeeze(1)
+            if uncover.numel():
+                c_back = c_back.index_copy(0, uncover, background_at(front_idx[uncover]))
         # s > 1/2: the back pixel gains (s - 1/2)(c_front - c_back); s < 1/2: the front pixel
         # loses (1/2 - s)(c_front - c_back). Both are (s - 1/2)(c_front - c_back).
         targets.append(torch.where(s >= 0.5, back_idx, front_idx))

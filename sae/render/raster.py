@@ -68,7 +68,6 @@ def rasterize(
         :class:`Fragments`.
     """
     b, h, w = bg_depth.shape
-    device = bg_depth.device
     buffer = (_quantise(bg_depth.reshape(-1)) << FACE_BITS) | NO_FACE
     if faces.shape[0] > NO_FACE:
         raise ValueError(f"too many faces in one batch ({faces.shape[0]} > {NO_FACE})")

@@ -135,7 +135,14 @@ class TorchRenderer:
 
         airlight = effects.fog_airlight(light.bg_gain)
         image = effects.apply_fog(image, depth, scene.weather[:, 0], airlight)
-        image = antialias(image, frags.face_map, depth, screen, faces, planes)
+        bg_flat, bg_depth = background.reshape(-1, 3), scene.bg_depth.reshape(-1)
+
+        def background_at(idx: torch.Tensor) -> torch.Tensor:
+            img = idx // (h * w)
+            t = torch.exp(-effects.FOG_BETA * scene.weather[img, 0] * bg_depth[idx]).unsqueeze(1)
+            return airlight[img] + (bg_flat[idx] - airlight[img]) * t
+
+        image = antialias(image, frags.face_map, depth, screen, faces, planes, background_at)
         image = image.clamp(0.0, 1.0)
 
         instance, boxes, count = _instances(frags, packed.face_obj, b, n, h, w)

@@ -137,11 +137,9 @@ def _loft(rings: np.ndarray, ring_materials: np.ndarray | None = None, cap_mater
             faces += [[a, b, c], [a, c, d]]
             m = cap_material if ring_materials is None else ring_materials[i, j]
             mats += [m, m]
-    centres = []
-    for i in (0, s - 1):
-        centres.append(len(verts) + len(centres))
+    centres = (len(verts), len(verts) + 1)
     verts = np.concatenate([verts, rings[0].mean(0, keepdims=True), rings[-1].mean(0, keepdims=True)])
-    for end, centre in zip((0, s - 1), centres):
+    for end, centre in zip((0, s - 1), centres, strict=True):
         for j in range(r):
             faces.append([centre, end * r + j, end * r + (j + 1) % r])
             mats.append(cap_material)
@@ -257,7 +255,7 @@ def _car(name: str, p: _CarProfile) -> Template:
     # Points: sill L, belt L, roof L, roof R, belt R, sill R, floor R, floor L.
     rings, ring_mats = [], []
     n_st = len(p.stations)
-    for i, (x, top, belt) in enumerate(zip(p.stations, p.top, p.belt)):
+    for i, (x, top, belt) in enumerate(zip(p.stations, p.top, p.belt, strict=True)):
         shoulder = min(belt, top)
         glass_house = top - belt > 0.12
         roof_w = half_w * (0.78 if glass_house else 0.97)

@@ -1,0 +1,52 @@
+import subprocess
+import sys
+
+from PIL import Image
+
+from sae.cli import main
+
+
+def test_every_command_has_help(capsys):
+    for argv in (
+        ["--help"],
+        ["render", "--help"],
+        ["render", "demo", "--help"],
+        ["render", "scene", "--help"],
+        ["bench", "--help"],
+        ["bench", "render", "--help"],
+    ):
+        try:
+            main(argv)
+        except SystemExit as exc:
+            assert exc.code == 0, argv
+        assert "usage: sae" in capsys.readouterr().out
+
+
+def test_render_demo_writes_a_figure(tmp_path):
+    out = tmp_path / "demo.png"
+    assert main(["render", "demo", "--out", str(out), "--size", "310x94"]) == 0
+    img = Image.open(out)
+    assert img.size[0] > 1000 and img.size[1] > 500
+
+
+def test_render_scene_round_trips_through_an_ir_file(tmp_path):
+    ir, png, png2 = tmp_path / "s.npz", tmp_path / "a.png", tmp_path / "b.png"
+    assert main(["render", "scene", "--size", "155x47", "--out", str(png), "--save-ir", str(ir)]) == 0
+    assert main(["render", "scene", "--scene", str(ir), "--out", str(png2)]) == 0
+    assert list(Image.open(png).getdata()) == list(Image.open(png2).getdata())
+
+
+def test_missing_scene_file_is_a_clear_error(tmp_path, capsys):
+    assert main(["render", "scene", "--scene", str(tmp_path / "missing.npz")]) == 2
+    assert "missing.npz" in capsys.readouterr().err
+
+
+def test_bench_render_prints_a_table():
+    proc = subprocess.run(
+        [sys.executable, "-m", "sae", "bench", "render", "--sizes", "124x38", "--batches", "1", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "| 124×38 | 1 |" in proc.stdout
+    assert "fwd+bwd img/s" in proc.stdout

@@ -1,0 +1,146 @@
+"""Autograd vs central finite differences of a scalar loss of the rendered image.
+
+Appearance parameters (colour, weather, foliage) are smooth: relative error ≤ 1e-2 in float64.
+Geometric ones (translate, rotate, mesh) change pixels discontinuously; the anti-aliasing pass
+makes the image continuous in edge positions, and the check is statistical over random cases
+whose finite-difference step moves the object's vertices by one pixel on average.
+"""
+
+import math
+
+import pytest
+import torch
+
+from sae.data.street import intrinsics
+from sae.render.geometry import pack_meshes, pose_vertices, project
+from sae.render.renderer import render
+from sae.scene import editor
+from sae.scene.ffd import NUM_CONTROL, bottom_layer_mask
+from sae.scene.ir import FAR_DEPTH, SEM, Scene
+
+
+def _smooth_weights(h: int, w: int, gen: torch.Generator) -> torch.Tensor:
+    coarse = torch.randn(1, 3, 8, 24, generator=gen, dtype=torch.float64)
+    return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear").permute(0, 2, 3, 1)
+
+
+def _directional(scene: Scene, name: str, direction: torch.Tensor, weights: torch.Tensor, step: float):
+    """(autograd, finite difference) of L = Σ weights · image along ``direction``."""
+
+    def loss(theta):
+        return (render(editor.apply(scene, theta)).image * weights).sum()
+
+    theta = editor.zero_theta(scene, [name], requires_grad=True)
+    loss(theta).backward()
+    auto = (theta[name].grad * direction).sum().item()
+    with torch.no_grad():
+        fd = ((loss({name: step * direction}) - loss({name: -step * direction})) / (2 * step)).item()
+    return auto, fd
+
+
+@pytest.mark.parametrize("name", ["color", "weather", "foliage"])
+def test_appearance_gradients_match_finite_differences(half_scene, name):
+    gen = torch.Generator().manual_seed(0)
+    s = half_scene
+    # start inside the code ranges so the clamps of Π are not at play
+    s = s.replace(
+        weather=torch.tensor([[0.2, 0.3, 0.4, 0.1]], dtype=torch.float64),
+        foliage=torch.tensor([[0.1, -0.2, 0.1, 0.3]], dtype=torch.float64),
+    )
+    for _ in range(3):
+        weights = _smooth_weights(s.height, s.width, gen)
+        direction = torch.randn(editor.theta_shape(s, name), generator=gen, dtype=torch.float64)
+        auto, fd = _directional(s, name, direction, weights, 1e-6)
+        assert auto != 0.0
+        assert abs(auto - fd) <= 1e-2 * abs(fd), (name, auto, fd)
+
+
+def _car_scene(gen: torch.Generator, h: int, w: int) -> Scene:
+    """One random car (template, pose, distance 8–30 m) over a uniform background."""
+    dt = torch.float64
+
+    def u(a, b):
+        return a + (b - a) * torch.rand((), generator=gen, dtype=dt).item()
+
+    return Scene(
+        bg_color=torch.full((1, h, w, 3), 0.5, dtype=dt),
+        bg_depth=torch.full((1, h, w), FAR_DEPTH, dtype=dt),
+        bg_semantic=torch.full((1, h, w), SEM["Road"], dtype=torch.int64),
+        K=intrinsics(h, w).unsqueeze(0),
+        ground=torch.tensor([[0.0, -1.0, 0.0, 1.65]], dtype=dt),
+        sun_azimuth=torch.tensor([0.7], dtype=dt),
+        obj_valid=torch.ones(1, 1, dtype=torch.bool),
+        obj_class=torch.zeros(1, 1, dtype=torch.int64),
+        obj_template=torch.randint(0, 3, (1, 1), generator=gen),
+        obj_dims=torch.tensor([[[1.5, 1.8, 4.4]]], dtype=dt),
+        obj_location=torch.tensor([[[u(-4, 4), 1.65, u(8, 30)]]], dtype=dt),
+        obj_rotation_y=torch.tensor([[u(-math.pi, math.pi)]], dtype=dt),
+        obj_ffd=torch.zeros(1, 1, NUM_CONTROL, 3, dtype=dt),
+        obj_color=torch.rand(1, 1, 3, generator=gen, dtype=dt),
+        obj_track_id=torch.zeros(1, 1, dtype=torch.int64),
+        weather=torch.zeros(1, 4, dtype=dt),
+        foliage=torch.zeros(1, 4, dtype=dt),
+    )
+
+
+def _pixel_step(scene: Scene, name: str, direction: torch.Tensor, obj: int, pixels: float = 2.0) -> float:
+    """Step along ``direction`` that moves object ``obj``'s vertices by ``pixels`` on average."""
+
+    def screen(theta):
+        sc = editor.apply(scene, theta)
+        packed = pack_meshes(sc)
+        return project(pose_vertices(sc, packed), sc.K[packed.vert_obj // sc.max_objects]), packed
+
+    a, packed = screen({name: 0 * direction})
+    b, _ = screen({name: 1e-5 * direction})
+    mine = packed.vert_obj == obj
+    return 2 * 1e-5 / (b - a)[mine][:, :2].norm(dim=1).mean().item()
+
+
+def _geometric_cases(name: str, cases: int, seed: int, h: int = 375, w: int = 1242):
+    gen = torch.Generator().manual_seed(seed)
+    results = []
+    for _ in range(cases):
+        s = _car_scene(gen, h, w)
+        direction = torch.randn(editor.theta_shape(s, name), generator=gen, dtype=torch.float64)
+        if name == "mesh":
+            direction[..., torch.as_tensor(bottom_layer_mask()), 1] = 0
+        step = _pixel_step(s, name, direction, 0)
+        auto, fd = _directional(s, name, direction, _smooth_weights(h, w, gen), step)
+        results.append((auto, fd))
+    return results
+
+
+def _agreement(results) -> list[bool]:
+    return [a * f > 0 and abs(a - f) <= 0.25 * abs(f) for a, f in results]
+
+
+def test_translate_gradients_match_finite_differences():
+    good = _agreement(_geometric_cases("translate", 12, seed=1))
+    assert sum(good) >= 0.9 * len(good), good
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="rotate/mesh: about 50-60% of random cases within 25% so far; open in the renderer issue")
+@pytest.mark.parametrize("name", ["rotate", "mesh"])
+def test_rotate_and_mesh_gradients_match_finite_differences(name):
+    good = _agreement(_geometric_cases(name, 20, seed={"rotate": 2, "mesh": 3}[name]))
+    assert sum(good) >= 0.9 * len(good), good
+
+
+def test_no_parameter_is_dead(half_scene):
+    """Every parameter that changes pixels gets a non-zero gradient, for every visible object."""
+    s = half_scene
+    out = render(s)
+    theta = editor.zero_theta(s, requires_grad=True)
+    weights = _smooth_weights(s.height, s.width, torch.Generator().manual_seed(1))
+    (render(editor.apply(s, theta)).image * weights).sum().backward()
+    for name in ("weather", "foliage"):
+        assert theta[name].grad.abs().sum() > 0, name
+    for n in torch.nonzero(out.pixel_count[0] > 30).squeeze(1).tolist():
+        for name in ("color", "rotate", "translate", "mesh"):
+            assert theta[name].grad[0, n].abs().sum() > 0, (name, n)
+    # and an object nobody can see gets none
+    hidden = (~out.visible[0]) & s.obj_valid[0]
+    for n in torch.nonzero(hidden).squeeze(1).tolist():
+        assert theta["translate"].grad[0, n].abs().sum() == 0
