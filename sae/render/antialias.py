@@ -1,26 +1,36 @@
 """Analytic anti-aliasing along triangle edges: the pass that gives positions their gradients.
 
-After the hard z-buffer, a pixel's colour does not depend continuously on where a triangle's
-edge lies, so geometry would get no gradient. Following the deferred approach of nvdiffrast
-(Laine et al. 2020), for every pair of neighbouring pixels showing different faces, the edge of
-the *front* face that crosses the segment between the two pixel centres is located analytically
-(from the projected vertices, with gradients), and the pixel on the far side of the crossing is
-blended by the fraction of its box filter the front face covers:
+After the hard z-buffer a pixel's colour does not depend continuously on where an edge lies, so
+geometry would get no gradient. Following the deferred approach of nvdiffrast (Laine et al.
+2020), every pair of neighbouring pixels showing different faces is resolved as a 1-D box
+filter along the pair's axis: the crossing of the boundary between the two pixel centres is
+located analytically from the projected vertices (with gradients) and both pixels are blended
+by how much of their box each surface covers. With the crossing at distance ``s`` from the
+front pixel's centre, the back pixel gains ``(s − ½)·(c_front − c_back)`` when ``s > ½`` and the
+front pixel loses ``(½ − s)·(c_front − c_back)`` when ``s < ½``: the image is continuous in the
+edge position and its derivative is the box-filtered image's.
 
-* crossing at distance ``s`` from the front pixel's centre, ``s > 1/2``: the neighbour gains
-  ``(s − 1/2)·(c_front − c_back)``;
-* ``s < 1/2``: the front pixel loses ``(1/2 − s)·(c_front − c_back)``.
+The boundary between the pair is found, in order, as
 
-The result is continuous in the edge position (both sides give the average at ``s = 1/2``) and
-its derivative is the box-filtered image's. An edge is used only by pixel pairs across its
-dominant direction (a mostly vertical edge by horizontal pairs, and vice versa); using both
-directions would count its motion twice. Crease edges between faces of one mesh are treated the
-same way, so flat-shaded facets also move smoothly.
+1. an edge of the front face crossing the segment (the usual silhouette or crease);
+2. the intersection line of the two faces' planes, when each covers both centres (a wheel
+   entering the body);
+3. an edge of the other face (it ends between the two centres).
+
+When the front face's crossing edge is a crease to a front-facing *sliver* that shows at neither
+pixel (a side seen almost edge-on, a wheel's tread), the segment is followed through up to three
+such faces to where it leaves them, and the sliver's colour fills that stretch of the box
+filter; otherwise a sliver popping over a pixel centre would make the image jump.
+
+An edge is used only by pixel pairs across its dominant direction (a mostly vertical edge by
+horizontal pairs, and vice versa); using both directions would count its motion twice.
 """
 
 from __future__ import annotations
 
 import torch
+
+_SLIVER_STEPS = 3
 
 
 def _pairs(face_map: torch.Tensor, depth: torch.Tensor, horizontal: bool):
@@ -37,44 +47,90 @@ def _pairs(face_map: torch.Tensor, depth: torch.Tensor, horizontal: bool):
     ib = ia + step
     fmap = face_map.reshape(-1)
     fa, fb = fmap[ia], fmap[ib]
-    da, db = depth[ia], depth[ib]
-    a_front = (fa >= 0) & ((fb < 0) | (da <= db))
-    b_front = (fb >= 0) & ~a_front
-    keep = a_front | b_front
+    a_front = (fa >= 0) & ((fb < 0) | (depth[ia] <= depth[ib]))
+    keep = a_front | (fb >= 0)
     nz, ia, ib, a_front = nz[keep], ia[keep], ib[keep], a_front[keep]
     face = torch.where(a_front, fa[keep], fb[keep])
     return nz, ia, ib, a_front, face
 
 
-def _edge_crossings(screen, faces, face, start, fixed, ax, cx, horizontal):
-    """First edge of ``face`` crossing each pair's segment in its dominant direction: the
-    edge's index ``k`` (-1 for none) and the face. No grad."""
-    valid = face >= 0
-    tri = screen[faces[face.clamp_min(0)]]  # (K, 3, 3)
+class _Segments:
+    """The pair segments of one direction: pixel centres at ``start`` and ``start + 1`` along
+    axis ``ax`` (0 = u for horizontal pairs), at ``fixed`` on the cross axis ``cx``."""
+
+    def __init__(self, nz: torch.Tensor, a_front: torch.Tensor, horizontal: bool, dtype: torch.dtype):
+        self.horizontal = horizontal
+        self.ax, self.cx = (0, 1) if horizontal else (1, 0)
+        self.start = nz[:, 2 if horizontal else 1].to(dtype)
+        self.fixed = nz[:, 1 if horizontal else 2].to(dtype)
+        self.a_front = a_front
+
+    def crossing(self, p: torch.Tensor, q: torch.Tensor, rows) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where the lines through ``p``→``q`` ``(K, 3)`` meet the cross line of segments ``rows``,
+        as a coordinate on the pair axis, and whether the edge spans that line (no division by 0)."""
+        ax, cx, fixed = self.ax, self.cx, self.fixed[rows]
+        d_cx = q[:, cx] - p[:, cx]
+        spans = ((p[:, cx] - fixed) * (q[:, cx] - fixed) <= 0) & (d_cx != 0)
+        safe = torch.where(d_cx == 0, torch.ones_like(d_cx), d_cx)
+        return p[:, ax] + (fixed - p[:, cx]) * (q[:, ax] - p[:, ax]) / safe, spans
+
+    def distance(self, cross: torch.Tensor, rows) -> torch.Tensor:
+        """Distance of a crossing from the front pixel's centre (0 at it, 1 at the back one)."""
+        start = self.start[rows]
+        return torch.where(self.a_front[rows], cross - start, start + 1 - cross)
+
+    def dominant(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        d_ax, d_cx = (q[:, self.ax] - p[:, self.ax]).abs(), (q[:, self.cx] - p[:, self.cx]).abs()
+        return d_cx >= d_ax if self.horizontal else d_cx > d_ax
+
+
+def _edge_crossings(seg: _Segments, screen, faces, face, rows, dominant_only: bool = True, after=None):
+    """For each segment ``rows``, the first edge ``k`` of triangle ``face`` crossing it (-1 for
+    none), and the crossing's distance. With ``after``, only crossings beyond that distance
+    count and the nearest is taken. No grad."""
+    tri = screen[faces[face.clamp_min(0)]]
     chosen = torch.full_like(face, -1)
+    best = torch.full(face.shape, 2.0, dtype=screen.dtype, device=screen.device)
     for k in range(3):
         p, q = tri[:, k], tri[:, (k + 1) % 3]
-        d_ax, d_cx = q[:, ax] - p[:, ax], q[:, cx] - p[:, cx]
-        dominant = d_cx.abs() >= d_ax.abs() if horizontal else d_cx.abs() > d_ax.abs()
-        spans = (p[:, cx] - fixed) * (q[:, cx] - fixed) <= 0
-        safe = torch.where(d_cx == 0, torch.ones_like(d_cx), d_cx)
-        cross = p[:, ax] + (fixed - p[:, cx]) * d_ax / safe
-        ok = valid & dominant & spans & (d_cx != 0) & (cross >= start) & (cross <= start + 1)
-        chosen = torch.where((chosen < 0) & ok, torch.full_like(chosen, k), chosen)
-    return chosen, face
+        cross, spans = seg.crossing(p, q, rows)
+        s = seg.distance(cross, rows)
+        ok = (face >= 0) & spans & (s >= 0) & (s <= 1)
+        if dominant_only:
+            ok &= seg.dominant(p, q)
+        if after is not None:
+            ok &= (s > after + 1e-9) & (s < best)
+        else:
+            ok &= chosen < 0
+        chosen = torch.where(ok, torch.full_like(chosen, k), chosen)
+        best = torch.where(ok, s, best)
+    return chosen, best
 
 
-def _plane_crossing(planes, f1, f2, start, fixed, horizontal):
-    """Where the inverse-depth planes of faces ``f1`` and ``f2`` meet along each pair's axis
-    (their intersection line, seen in the image); NaN-free, out of range where parallel or
-    not dominant in this direction."""
+def _covers(screen, faces, face, px, py):
+    """Whether each triangle ``face`` contains the point ``(px, py)``. No grad."""
+    tri = screen[faces[face]]
+    u, v = tri[..., 0], tri[..., 1]
+    e = torch.stack(
+        [
+            (u[:, (k + 1) % 3] - u[:, k]) * (py - v[:, k]) - (v[:, (k + 1) % 3] - v[:, k]) * (px - u[:, k])
+            for k in range(3)
+        ],
+        dim=1,
+    )
+    return (e >= 0).all(dim=1) | (e <= 0).all(dim=1)
+
+
+def _plane_crossing(seg: _Segments, planes, f1, f2, rows):
+    """Where the inverse-depth planes of faces ``f1`` and ``f2`` meet on each segment's axis;
+    ``start - 1`` (out of range) where they are parallel or the line is not dominant."""
     d = planes[f1] - planes[f2]
-    along, across = (d[:, 0], d[:, 1]) if horizontal else (d[:, 1], d[:, 0])
-    dominant = along.abs() >= across.abs() if horizontal else along.abs() > across.abs()
+    along, across = (d[:, 0], d[:, 1]) if seg.horizontal else (d[:, 1], d[:, 0])
+    dominant = along.abs() >= across.abs() if seg.horizontal else along.abs() > across.abs()
     ok = dominant & (along.abs() > 1e-12)
     safe = torch.where(ok, along, torch.ones_like(along))
-    cross = -(across * fixed + d[:, 2]) / safe
-    return torch.where(ok, cross, start - 1.0)
+    cross = -(across * seg.fixed[rows] + d[:, 2]) / safe
+    return torch.where(ok, cross, seg.start[rows] - 1.0)
 
 
 def antialias(
@@ -84,6 +140,9 @@ def antialias(
     screen: torch.Tensor,
     faces: torch.Tensor,
     planes: torch.Tensor,
+    neighbours: torch.Tensor | None = None,
+    front_faces: torch.Tensor | None = None,
+    face_color_at=None,
     background_at=None,
 ) -> torch.Tensor:
     """Anti-alias a rendered batch.
@@ -95,73 +154,128 @@ def antialias(
         screen: ``(Vt, 3)`` projected vertices ``(u, v, z)`` (differentiable).
         faces: ``(Ft, 3)`` vertex indices.
         planes: ``(Ft, 3)`` inverse-depth planes (:func:`~sae.render.raster.depth_planes`).
+        neighbours: ``(Ft, 3)`` face across each edge (enables the sliver step), or None.
+        front_faces: ``(Ft,)`` bool, the faces drawn; needed with ``neighbours``.
+        face_color_at: callable ``(faces (K,), pixels (K,)) → (K, 3)``, a face's final colour as
+            seen at a pixel; needed with ``neighbours``.
         background_at: optional callable, flat pixel indices ``(K,)`` → the final background
-            colour ``(K, 3)`` at those pixels (what an object hides there).
+            colour ``(K, 3)`` there (what an object hides at that pixel).
 
     Returns:
         ``(B, H, W, 3)`` the anti-aliased image.
     """
     flat = image.reshape(-1, 3)
-    depth_flat = depth.detach().reshape(-1)
     fmap = face_map.reshape(-1)
+    sc = screen.detach()
+    slivers = neighbours is not None and front_faces is not None and face_color_at is not None
     targets, deltas = [], []
     for horizontal in (True, False):
         with torch.no_grad():
-            nz, ia, ib, a_front, face = _pairs(face_map, depth_flat, horizontal)
+            nz, ia, ib, a_front, face = _pairs(face_map, depth.detach().reshape(-1), horizontal)
             if face.numel() == 0:
                 continue
-            # Along the pair's axis `ax` (u for horizontal pairs) at fixed cross coordinate `cx`;
-            # `start` is the first pixel's centre on that axis.
-            ax, cx = (0, 1) if horizontal else (1, 0)
-            start = nz[:, 2 if horizontal else 1].to(screen.dtype)
-            fixed = nz[:, 1 if horizontal else 2].to(screen.dtype)
+            seg = _Segments(nz, a_front, horizontal, screen.dtype)
+            every = torch.arange(face.numel(), device=face.device)
             other = torch.where(a_front, fmap[ib], fmap[ia])
-            sc = screen.detach()
-            # 1) an edge of the front face; 2) where the two faces' planes meet (intersecting
-            # parts: a wheel entering the body); 3) an edge of the other face (it ends there).
-            edge_k, edge_face = _edge_crossings(sc, faces, face, start, fixed, ax, cx, horizontal)
-            todo = (edge_k < 0) & (other >= 0)
+            # 1) an edge of the front face
+            edge_k, s1_est = _edge_crossings(seg, sc, faces, face, every)
+            edge_face = face.clone()
+            own = edge_k >= 0
+            # 2) the two faces' intersection, if the other face also covers the front centre
+            todo = ~own & (other >= 0)
             plane_ok = torch.zeros_like(todo)
             if todo.any():
-                cross = _plane_crossing(planes.detach(), face, other.clamp_min(0), start, fixed, horizontal)
-                plane_ok = todo & (cross >= start) & (cross <= start + 1)
-            todo = (edge_k < 0) & ~plane_ok & (other >= 0)
+                front_at = torch.where(a_front, seg.start, seg.start + 1)
+                px, py = (front_at, seg.fixed) if horizontal else (seg.fixed, front_at)
+                cross = _plane_crossing(seg, planes.detach(), face, other.clamp_min(0), every)
+                plane_ok = todo & _covers(sc, faces, other.clamp_min(0), px, py)
+                plane_ok &= (cross >= seg.start) & (cross <= seg.start + 1)
+            # 3) an edge of the other face
+            todo = ~own & ~plane_ok & (other >= 0)
             if todo.any():
-                k2, _ = _edge_crossings(sc, faces, other.clamp_min(0), start, fixed, ax, cx, horizontal)
+                k2, _ = _edge_crossings(seg, sc, faces, other.clamp_min(0), every)
                 use = todo & (k2 >= 0)
                 edge_k = torch.where(use, k2, edge_k)
                 edge_face = torch.where(use, other, edge_face)
             by_edge = torch.nonzero(edge_k >= 0).squeeze(1)
             by_plane = torch.nonzero(plane_ok).squeeze(1)
-            vi = faces[edge_face[by_edge], edge_k[by_edge]]
-            vj = faces[edge_face[by_edge], (edge_k[by_edge] + 1) % 3]
             order = torch.cat([by_edge, by_plane])
             if order.numel() == 0:
                 continue
-        # Differentiable crossing positions along the pair's axis.
-        p, q = screen[vi], screen[vj]
-        sel_e = by_edge
-        cross_e = p[:, ax] + (fixed[sel_e] - p[:, cx]) * (q[:, ax] - p[:, ax]) / (q[:, cx] - p[:, cx])
-        cross_p = _plane_crossing(planes, face[by_plane], other[by_plane], start[by_plane], fixed[by_plane], horizontal)
-        cross = torch.cat([cross_e, cross_p])
-        a_front, ia, ib, st = a_front[order], ia[order], ib[order], start[order]
-        s = torch.where(a_front, cross - st, st + 1 - cross)
-        front_idx = torch.where(a_front, ia, ib)
-        back_idx = torch.where(a_front, ib, ia)
+            ek, ef = edge_k[by_edge], edge_face[by_edge]
+            edge_v = (faces[ef, ek], faces[ef, (ek + 1) % 3])
+            sliver = (
+                _follow_slivers(seg, sc, faces, neighbours, front_faces, face, other, by_edge, own, ek, ef, s1_est)
+                if slivers
+                else None
+            )
+
+        # Differentiable crossings. Rows of `order`: edge pairs, then plane pairs.
+        cross_e, _ = seg.crossing(screen[edge_v[0]], screen[edge_v[1]], by_edge)
+        cross_p = _plane_crossing(seg, planes, face[by_plane], other[by_plane], by_plane)
+        s1 = seg.distance(torch.cat([cross_e, cross_p]), order)
+        a_fr = a_front[order]
+        front_idx = torch.where(a_fr, ia[order], ib[order])
+        back_idx = torch.where(a_fr, ib[order], ia[order])
         c_front, c_back = flat[front_idx], flat[back_idx]
+        # Beyond the last crossing the front pixel's box shows the background at that pixel when
+        # the back surface is background (known), else the back pixel's surface.
+        c_hidden = c_back
         if background_at is not None:
-            # Where the front pixel loses coverage to the background, what shows there is the
-            # background *at that pixel* (known), not the neighbour's colour: using it keeps the
-            # image continuous as an edge sweeps over textured background.
             with torch.no_grad():
-                uncover = torch.nonzero((fmap[back_idx] < 0) & (s.detach() < 0.5)).squeeze(1)
-            if uncover.numel():
-                c_back = c_back.index_copy(0, uncover, background_at(front_idx[uncover]))
-        # s > 1/2: the back pixel gains (s - 1/2)(c_front - c_back); s < 1/2: the front pixel
-        # loses (1/2 - s)(c_front - c_back). Both are (s - 1/2)(c_front - c_back).
-        targets.append(torch.where(s >= 0.5, back_idx, front_idx))
-        deltas.append((s - 0.5).unsqueeze(1) * (c_front - c_back))
+                onto_bg = torch.nonzero(fmap[back_idx] < 0).squeeze(1)
+            if onto_bg.numel():
+                c_hidden = c_back.index_copy(0, onto_bg, background_at(front_idx[onto_bg]))
+        s2, c_mid = s1, c_front
+        if sliver is not None:
+            rows, first, exit_v = sliver  # rows index `by_edge`, hence `order`
+            x2, _ = seg.crossing(screen[exit_v[0]], screen[exit_v[1]], by_edge[rows])
+            s2 = s1.index_copy(0, rows, seg.distance(x2, by_edge[rows]))
+            c_mid = c_front.index_copy(0, rows, face_color_at(first, front_idx[rows]))
+        # 1-D box filter over [-1/2, 3/2]: front face to s1, sliver to s2, back surface beyond.
+        half = torch.full_like(s1, 0.5)
+        lo1, lo2 = torch.minimum(s1, half).unsqueeze(1), torch.minimum(s2, half).unsqueeze(1)
+        hi1, hi2 = torch.maximum(s1, half).unsqueeze(1), torch.maximum(s2, half).unsqueeze(1)
+        targets += [front_idx, back_idx]
+        deltas += [
+            (c_mid - c_front) * (lo2 - lo1) + (c_hidden - c_front) * (0.5 - lo2),
+            (c_front - c_back) * (hi1 - 0.5) + (c_mid - c_back) * (hi2 - hi1),
+        ]
     if not targets:
         return image
     out = flat.index_add(0, torch.cat(targets), torch.cat(deltas))
     return out.reshape(image.shape)
+
+
+def _follow_slivers(seg, sc, faces, neighbours, front_faces, face, other, by_edge, own, ek, ef, s1_est):
+    """Pairs whose front-face crossing edge is a crease to drawn faces showing at neither pixel:
+    walk through up to :data:`_SLIVER_STEPS` of them to where the segment leaves. Returns the
+    rows (into ``by_edge``), the first sliver face, and the exit edge's vertex ids. No grad."""
+    nbr = neighbours[ef, ek]
+    rows_all = by_edge
+    cand = own[rows_all] & (nbr >= 0)
+    cand &= front_faces[nbr.clamp_min(0)] & (nbr != other[rows_all]) & (nbr != face[rows_all])
+    idx = torch.nonzero(cand).squeeze(1)
+    if idx.numel() == 0:
+        return None
+    rows = rows_all[idx]
+    cur = nbr[idx]
+    entry = s1_est[rows]
+    last_face = torch.full_like(cur, -1)
+    last_k = torch.full_like(cur, -1)
+    alive = torch.ones_like(cur, dtype=torch.bool)
+    for _ in range(_SLIVER_STEPS):
+        k_out, s_out = _edge_crossings(seg, sc, faces, cur, rows, dominant_only=False, after=entry)
+        step = alive & (k_out >= 0)
+        last_face = torch.where(step, cur, last_face)
+        last_k = torch.where(step, k_out, last_k)
+        entry = torch.where(step, s_out, entry)
+        nxt = neighbours[cur, k_out.clamp_min(0)]
+        alive = step & (nxt >= 0) & front_faces[nxt.clamp_min(0)] & (nxt != other[rows]) & (nxt != face[rows])
+        cur = torch.where(alive, nxt, cur)
+        if not alive.any():
+            break
+    keep = last_k >= 0
+    first = nbr[idx][keep]
+    lf, lk = last_face[keep], last_k[keep]
+    return idx[keep], first, (faces[lf, lk], faces[lf, (lk + 1) % 3])

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sae.scene.ffd import deform, ffd_weights
+from sae.scene.ffd import NUM_CONTROL, deform, ffd_weights
 from sae.scene.ir import Scene
 from sae.scene.templates import MATERIAL_ALBEDO, templates
 
@@ -28,6 +28,8 @@ class PackedMeshes:
         faces: ``(Ft, 3)`` indices into the packed vertices.
         face_obj: ``(Ft,)`` flat object index.
         face_material: ``(Ft,)`` :class:`~sae.scene.templates.Material` id.
+        face_neighbours: ``(Ft, 3)`` packed id of the face across edge ``k`` (vertices ``k`` and
+            ``k + 1``), -1 on an open boundary.
     """
 
     vert_local: torch.Tensor
@@ -36,6 +38,7 @@ class PackedMeshes:
     faces: torch.Tensor
     face_obj: torch.Tensor
     face_material: torch.Tensor
+    face_neighbours: torch.Tensor
 
     @property
     def num_faces(self) -> int:
@@ -56,8 +59,8 @@ def pack_meshes(scene: Scene) -> PackedMeshes:
         return hit
     all_t = templates()
     n_slots = tmpl.shape[1]
-    verts, vobj, weights, faces, fobj, fmat = [], [], [], [], [], []
-    offset = 0
+    verts, vobj, weights, faces, fobj, fmat, fnbr = [], [], [], [], [], [], []
+    offset = face_offset = 0
     for flat in np.flatnonzero(valid.reshape(-1)):
         t = all_t[int(tmpl.reshape(-1)[flat])] if 0 <= tmpl.reshape(-1)[flat] < len(all_t) else None
         if t is None:
@@ -69,15 +72,22 @@ def pack_meshes(scene: Scene) -> PackedMeshes:
         faces.append(t.faces + offset)
         fobj.append(np.full(len(t.faces), flat))
         fmat.append(t.materials)
+        nbr = _neighbours(t.name)
+        fnbr.append(np.where(nbr >= 0, nbr + face_offset, -1))
         offset += len(t.vertices)
+        face_offset += len(t.faces)
     dev, dt = scene.device, scene.dtype
     if not verts:
-        from sae.scene.ffd import NUM_CONTROL
-
         empty_f = torch.zeros(0, dtype=dt, device=dev)
         empty_i = torch.zeros(0, dtype=torch.int64, device=dev)
         packed = PackedMeshes(
-            empty_f.reshape(0, 3), empty_i, empty_f.reshape(0, NUM_CONTROL), empty_i.reshape(0, 3), empty_i, empty_i
+            empty_f.reshape(0, 3),
+            empty_i,
+            empty_f.reshape(0, NUM_CONTROL),
+            empty_i.reshape(0, 3),
+            empty_i,
+            empty_i,
+            empty_i.reshape(0, 3),
         )
     else:
         packed = PackedMeshes(
@@ -87,6 +97,7 @@ def pack_meshes(scene: Scene) -> PackedMeshes:
             faces=torch.as_tensor(np.concatenate(faces), dtype=torch.int64, device=dev),
             face_obj=torch.as_tensor(np.concatenate(fobj), dtype=torch.int64, device=dev),
             face_material=torch.as_tensor(np.concatenate(fmat), dtype=torch.int64, device=dev),
+            face_neighbours=torch.as_tensor(np.concatenate(fnbr), dtype=torch.int64, device=dev),
         )
     if len(_PACK_CACHE) > 64:
         _PACK_CACHE.clear()
@@ -102,6 +113,30 @@ def _weights(name: str) -> np.ndarray:
         t = next(t for t in templates() if t.name == name)
         _WEIGHT_CACHE[name] = ffd_weights(t.vertices)
     return _WEIGHT_CACHE[name]
+
+
+_NEIGHBOUR_CACHE: dict[str, np.ndarray] = {}
+
+
+def _neighbours(name: str) -> np.ndarray:
+    if name not in _NEIGHBOUR_CACHE:
+        t = next(t for t in templates() if t.name == name)
+        _NEIGHBOUR_CACHE[name] = face_neighbours(t.faces)
+    return _NEIGHBOUR_CACHE[name]
+
+
+def face_neighbours(faces: np.ndarray) -> np.ndarray:
+    """``(F, 3)`` the face across each edge ``(v_k, v_k+1)`` of a consistently wound mesh
+    (the face holding the reversed edge), -1 where there is none."""
+    owner = {}
+    for f, tri in enumerate(faces.tolist()):
+        for k in range(3):
+            owner[(tri[k], tri[(k + 1) % 3])] = f
+    out = np.full(faces.shape, -1, dtype=np.int64)
+    for f, tri in enumerate(faces.tolist()):
+        for k in range(3):
+            out[f, k] = owner.get((tri[(k + 1) % 3], tri[k]), -1)
+    return out
 
 
 def rotation_y(angle: torch.Tensor) -> torch.Tensor:

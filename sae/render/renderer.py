@@ -142,7 +142,24 @@ class TorchRenderer:
             t = torch.exp(-effects.FOG_BETA * scene.weather[img, 0] * bg_depth[idx]).unsqueeze(1)
             return airlight[img] + (bg_flat[idx] - airlight[img]) * t
 
-        image = antialias(image, frags.face_map, depth, screen, faces, planes, background_at)
+        fog_t = torch.exp(-effects.FOG_BETA * scene.weather[:, 0].view(-1, 1, 1) * depth).reshape(-1)
+
+        def face_color_at(face_ids: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            air = airlight[idx // (h * w)]
+            return air + (colors[face_ids] - air) * fog_t[idx].unsqueeze(1)
+
+        image = antialias(
+            image,
+            frags.face_map,
+            depth,
+            screen,
+            faces,
+            planes,
+            packed.face_neighbours,
+            front,
+            face_color_at,
+            background_at,
+        )
         image = image.clamp(0.0, 1.0)
 
         instance, boxes, count = _instances(frags, packed.face_obj, b, n, h, w)

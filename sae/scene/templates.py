@@ -97,17 +97,22 @@ class _MeshBuilder:
         self.materials: list[np.ndarray] = []
         self._count = 0
 
-    def add_part(self, verts: np.ndarray, faces: np.ndarray, materials: np.ndarray | int) -> None:
+    def add_part(self, verts: np.ndarray, faces: np.ndarray, materials: np.ndarray | int, convex: bool = True) -> None:
         verts = np.asarray(verts, dtype=np.float64)
-        faces = np.asarray(faces, dtype=np.int64)
+        faces = np.asarray(faces, dtype=np.int64).copy()
         mats = np.broadcast_to(np.asarray(materials, dtype=np.int64), (len(faces),)).copy()
-        # Orient outward: parts are star-shaped about their centroid, so a face whose normal
-        # points towards the centroid is flipped.
-        centre = verts.mean(axis=0)
         tri = verts[faces]
-        normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        outward = ((tri.mean(axis=1) - centre) * normal).sum(axis=1) < 0
-        faces[outward] = faces[outward][:, ::-1]
+        if convex:
+            # Star-shaped about the centroid: a face whose normal points inward is flipped.
+            centre = verts.mean(axis=0)
+            normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+            inward = ((tri.mean(axis=1) - centre) * normal).sum(axis=1) < 0
+            faces[inward] = faces[inward][:, ::-1]
+        else:
+            # Consistently wound by construction: flip the whole part if it is inside out.
+            volume = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum()
+            if volume < 0:
+                faces = faces[:, ::-1].copy()
         self.vertices.append(verts)
         self.faces.append(faces + self._count)
         self.materials.append(mats)
@@ -141,7 +146,8 @@ def _loft(rings: np.ndarray, ring_materials: np.ndarray | None = None, cap_mater
     verts = np.concatenate([verts, rings[0].mean(0, keepdims=True), rings[-1].mean(0, keepdims=True)])
     for end, centre in zip((0, s - 1), centres, strict=True):
         for j in range(r):
-            faces.append([centre, end * r + j, end * r + (j + 1) % r])
+            a, b = end * r + j, end * r + (j + 1) % r
+            faces.append([centre, a, b] if end else [centre, b, a])  # both caps wound like the strips
             mats.append(cap_material)
     return verts, np.array(faces), np.array(mats)
 
@@ -290,7 +296,7 @@ def _car(name: str, p: _CarProfile) -> Template:
         mid = gh[len(gh) // 2]
         mats[mid, 1] = mats[mid, 3] = Material.PAINT
     verts, faces, fmats = _loft(rings, mats, cap_material=Material.PAINT)
-    b.add_part(verts, faces, fmats)
+    b.add_part(verts, faces, fmats, convex=False)
 
     # Wheels: cylinders along the width, flush with the body sides.
     r, ww = p.wheel_radius, 0.24
@@ -298,16 +304,17 @@ def _car(name: str, p: _CarProfile) -> Template:
         for side in (-1, 1):
             v, f, cap = _cylinder((wx, r, side * (half_w - ww / 2 + 0.02)), r, ww / 2, axis=2, segments=12)
             b.add_part(v, f, np.where(cap, Material.RIM, Material.TYRE))
-    # Lights: thin boxes on the front and rear faces, and a grille between the headlights.
-    front_h = p.belt[-2] - 0.12
-    rear_h = p.belt[1] - 0.12
+    # Lights and grille: thin plates (decals) on the flat front and rear faces, so that no
+    # protruding part pops out from behind the body's outline as the car turns.
+    t = 0.015
+    front_top, rear_top = p.top[-1], p.top[0]
     for side in (-1, 1):
-        zc = side * half_w * 0.62
-        v, f = _box((p.length - 0.1, front_h - 0.08, zc - 0.22), (p.length + 0.02, front_h + 0.04, zc + 0.22))
+        zc = side * half_w * 0.6
+        v, f = _box((p.length - t, front_top - 0.2, zc - 0.2), (p.length + t, front_top - 0.07, zc + 0.2))
         b.add_part(v, f, Material.HEADLIGHT)
-        v, f = _box((-0.02, rear_h - 0.1, zc - 0.22), (0.1, rear_h + 0.04, zc + 0.22))
+        v, f = _box((-t, rear_top - 0.2, zc - 0.2), (t, rear_top - 0.07, zc + 0.2))
         b.add_part(v, f, Material.TAILLIGHT)
-    v, f = _box((p.length - 0.08, front_h - 0.2, -0.3), (p.length + 0.015, front_h - 0.02, 0.3))
+    v, f = _box((p.length - t, front_top - 0.3, -0.28), (p.length + t, front_top - 0.09, 0.28))
     b.add_part(v, f, Material.GRILLE)
 
     # Our construction is y-up; the unit frame is y-down.
