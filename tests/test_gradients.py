@@ -3,7 +3,8 @@
 Appearance parameters (colour, weather, foliage) are smooth: relative error ≤ 1e-2 in float64.
 Geometric ones (translate, rotate, mesh) change pixels discontinuously; the anti-aliasing pass
 makes the image continuous in edge positions, and the check is statistical over random cases
-whose finite-difference step moves the object's vertices by one pixel on average.
+(a random car, pose, direction and smooth loss weights) whose finite-difference steps move the
+object's farthest vertex by 1, 1.5 and 2 pixels.
 """
 
 import math
@@ -24,8 +25,15 @@ def _smooth_weights(h: int, w: int, gen: torch.Generator) -> torch.Tensor:
     return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear").permute(0, 2, 3, 1)
 
 
-def _directional(scene: Scene, name: str, direction: torch.Tensor, weights: torch.Tensor, step: float):
-    """(autograd, finite difference) of L = Σ weights · image along ``direction``."""
+def _directional(
+    scene: Scene, name: str, direction: torch.Tensor, weights: torch.Tensor, step: float, multiples=(1.0,)
+):
+    """(autograd, central finite difference) of L = Σ weights · image along ``direction``.
+
+    With several ``multiples`` of ``step``, the finite difference is the least-squares slope
+    through the symmetric samples, i.e. the k²-weighted mean of the central differences at each
+    ``k · step``: robust to the isolated jumps of a rasterised image.
+    """
 
     def loss(theta):
         return (render(editor.apply(scene, theta)).image * weights).sum()
@@ -33,9 +41,13 @@ def _directional(scene: Scene, name: str, direction: torch.Tensor, weights: torc
     theta = editor.zero_theta(scene, [name], requires_grad=True)
     loss(theta).backward()
     auto = (theta[name].grad * direction).sum().item()
+    num = den = 0.0
     with torch.no_grad():
-        fd = ((loss({name: step * direction}) - loss({name: -step * direction})) / (2 * step)).item()
-    return auto, fd
+        for k in multiples:
+            h = k * step
+            num += h * (loss({name: h * direction}) - loss({name: -h * direction})).item()
+            den += 2 * h * h
+    return auto, num / den
 
 
 @pytest.mark.parametrize("name", ["color", "weather", "foliage"])
@@ -83,7 +95,7 @@ def _car_scene(gen: torch.Generator, h: int, w: int) -> Scene:
     )
 
 
-def _pixel_step(scene: Scene, name: str, direction: torch.Tensor, obj: int, pixels: float = 1.5) -> float:
+def _pixel_step(scene: Scene, name: str, direction: torch.Tensor, obj: int, pixels: float = 1.0) -> float:
     """Step along ``direction`` that moves object ``obj``'s farthest-moving vertex by ``pixels``."""
 
     def screen(theta):
@@ -106,7 +118,7 @@ def _geometric_cases(name: str, cases: int, seed: int, h: int = 375, w: int = 12
         if name == "mesh":
             direction[..., torch.as_tensor(bottom_layer_mask()), 1] = 0
         step = _pixel_step(s, name, direction, 0)
-        auto, fd = _directional(s, name, direction, _smooth_weights(h, w, gen), step)
+        auto, fd = _directional(s, name, direction, _smooth_weights(h, w, gen), step, multiples=(1.0, 1.5, 2.0))
         results.append((auto, fd))
     return results
 
@@ -124,11 +136,11 @@ def test_geometric_gradients_agree_with_finite_differences(name):
     rel = sorted(abs(a - f) / abs(f) for a, f in results)
     assert sum(same_sign) >= 0.8 * len(results), results
     assert rel[len(rel) // 2] <= 0.2, rel
-    assert sum(_agreement(results)) >= 0.6 * len(results), results
+    assert sum(_agreement(results)) >= 0.75 * len(results), results
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="target not reached yet: ~80 % (translate), ~70 % (rotate, mesh) of cases within 25 %")
+@pytest.mark.xfail(reason="target not reached yet: 35/40 translate, 32/40 rotate, 29/40 mesh cases within 25 %")
 @pytest.mark.parametrize("name", ["translate", "rotate", "mesh"])
 def test_geometric_gradients_meet_the_target(name):
     """The renderer issue's target: same sign and within 25 % in ≥ 90 % of random cases."""

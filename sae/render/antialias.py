@@ -265,7 +265,7 @@ def _follow_slivers(seg, sc, faces, neighbours, front_faces, face, other, by_edg
     last_k = torch.full_like(cur, -1)
     alive = torch.ones_like(cur, dtype=torch.bool)
     for _ in range(_SLIVER_STEPS):
-        k_out, s_out = _edge_crossings(seg, sc, faces, cur, rows, dominant_only=False, after=entry)
+        k_out, s_out = _edge_crossings(seg, sc, faces, cur, rows, after=entry)
         step = alive & (k_out >= 0)
         last_face = torch.where(step, cur, last_face)
         last_k = torch.where(step, k_out, last_k)
