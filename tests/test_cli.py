@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 from PIL import Image
 
 from sae.cli import main
@@ -33,7 +34,7 @@ def test_render_scene_round_trips_through_an_ir_file(tmp_path):
     ir, png, png2 = tmp_path / "s.npz", tmp_path / "a.png", tmp_path / "b.png"
     assert main(["render", "scene", "--size", "155x47", "--out", str(png), "--save-ir", str(ir)]) == 0
     assert main(["render", "scene", "--scene", str(ir), "--out", str(png2)]) == 0
-    assert list(Image.open(png).getdata()) == list(Image.open(png2).getdata())
+    assert (np.asarray(Image.open(png)) == np.asarray(Image.open(png2))).all()
 
 
 def test_missing_scene_file_is_a_clear_error(tmp_path, capsys):
