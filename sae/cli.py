@@ -62,6 +62,47 @@ def cmd_bench_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_generate(args: argparse.Namespace) -> int:
+    from sae.data.generate import generate
+
+    manifest = generate(args.out, args.scale, seed=args.seed, workers=args.workers, size=args.size)
+    splits = ", ".join(f"{k} {v}" for k, v in manifest["splits"].items())
+    print(
+        f"wrote {args.out}: {splits} frames, {manifest['objects']} objects, "
+        f"{manifest['bytes'] / 2**20:.1f} MiB in {manifest['seconds']:.0f} s"
+    )
+    return 0
+
+
+def cmd_data_read(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from sae.data.kitti import KITTI
+    from sae.data.vkitti import VKITTI2
+
+    fmt = args.format
+    root = Path(args.path)
+    if fmt == "auto":
+        fmt = "kitti" if (root / "training").is_dir() or (root / "label_2").is_dir() else "vkitti2"
+    ds = KITTI(root) if fmt == "kitti" else VKITTI2(root, cameras=tuple(args.cameras))
+    if fmt == "vkitti2":
+        ds.check()
+    n = len(ds) if args.limit is None else min(args.limit, len(ds))
+    labels: Counter = Counter()
+    for i in range(n):
+        frame = ds[i]
+        labels.update(o.label for o in frame.objects)
+    print(f"{root} ({fmt}): {len(ds)} frames; read {n}: " + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())))
+    return 0
+
+
+def cmd_data_figure(args: argparse.Namespace) -> int:
+    from sae.data.figure import variation_grid
+
+    print(f"wrote {variation_grid(args.data, args.out, scene=args.scene, frame=args.frame)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sae.bench import FULL_SIZE, WORKING_SIZE
 
@@ -96,6 +137,46 @@ def build_parser() -> argparse.ArgumentParser:
     scene.add_argument("--out", default="results/render.png", help="output PNG (default: %(default)s)")
     scene.add_argument("--save-ir", help="also write the scene's IR to this .npz file")
     scene.set_defaults(func=cmd_render_scene)
+
+    data = groups.add_parser(
+        "data", help="generate, read and inspect data sets", description="Generate, read and inspect data sets."
+    )
+    dsub = data.add_subparsers(dest="command", metavar="<command>", required=True)
+    gen = dsub.add_parser(
+        "generate",
+        help="generate the embedded Virtual-KITTI-like data set (VKITTI2 + KITTI layouts + IR)",
+        description="Generate procedural driving data: a KITTI-like pre-training split and VKITTI-like "
+        "fine-tuning and evaluation splits with the six VKITTI variations, in the Virtual KITTI 2 and KITTI "
+        "layouts plus the exact IR of every frame. Deterministic in --seed; resumes an interrupted run.",
+    )
+    gen.add_argument("--scale", choices=["smoke", "default", "paper"], default="default", help="data set size")
+    gen.add_argument("--out", required=True, help="output folder")
+    gen.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    gen.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT (default: the scale's working size)")
+    gen.add_argument("--workers", type=int, default=None, help="processes (default: the CPU count, at most 8)")
+    gen.set_defaults(func=cmd_data_generate)
+    read = dsub.add_parser(
+        "read",
+        help="read and check a VKITTI2 or KITTI folder, print a summary",
+        description="Read every frame of a Virtual KITTI 2 or KITTI folder, checking the "
+        "format; errors name the file and line.",
+    )
+    read.add_argument("path", help="a VKITTI2 root (merged or per-archive) or a KITTI folder with training/")
+    read.add_argument("--format", choices=["auto", "vkitti2", "kitti"], default="auto")
+    read.add_argument("--cameras", type=int, nargs="+", default=[0], help="VKITTI2 cameras (default: 0)")
+    read.add_argument("--limit", type=int, default=None, help="read at most this many frames")
+    read.set_defaults(func=cmd_data_read)
+    fig = dsub.add_parser(
+        "figure",
+        help="figure: one generated frame per variation next to its labels",
+        description="Draw one frame of a generated (or real) VKITTI2 folder under each "
+        "variation, with its 2-D boxes, class segmentation and depth.",
+    )
+    fig.add_argument("--data", required=True, help="a VKITTI2 root, e.g. DATA/eval/vkitti2")
+    fig.add_argument("--out", default="results/figures/data_variations.png", help="output PNG")
+    fig.add_argument("--scene", default=None, help="scene folder (default: the first)")
+    fig.add_argument("--frame", type=int, default=0, help="frame index (default: 0)")
+    fig.set_defaults(func=cmd_data_figure)
 
     bench = groups.add_parser("bench", help="speed and memory benchmarks", description="Speed and memory benchmarks.")
     bsub = bench.add_subparsers(dest="command", metavar="<command>", required=True)

@@ -34,9 +34,14 @@ CAR_COLORS = {
     "Brown": (0.33, 0.2, 0.1),
     "Grey": (0.32, 0.33, 0.35),
 }
-ROAD_HALF = 5.25
+#: Cross-section of the street (|x| in metres from the camera's lane centre): three driving
+#: lanes, then on each side a bike lane, a parking lane, a sidewalk and a grass verge.
 LANES = (-3.5, 0.0, 3.5)
-SIDEWALK = (5.25, 7.75)
+LANE_EDGE = 5.25
+BIKE_LANE = (5.25, 6.25)
+PARKING = (6.25, 8.25)
+ROAD_HALF = PARKING[1]
+SIDEWALK = (8.25, 10.75)
 
 
 def intrinsics(height: int, width: int) -> torch.Tensor:
@@ -67,7 +72,7 @@ def _layout(gen: torch.Generator) -> StreetLayout:
     def u(a, b):
         return a + (b - a) * float(torch.rand((), generator=gen, dtype=torch.float64))
 
-    left_x, right_x = -u(10.5, 14.0), u(10.5, 14.0)
+    left_x, right_x = -u(13.5, 17.0), u(13.5, 17.0)
     facades = [(0.62, 0.55, 0.45), (0.55, 0.32, 0.25), (0.7, 0.68, 0.62), (0.45, 0.46, 0.48), (0.68, 0.6, 0.5)]
     buildings = []
     for side in (-1, 1):
@@ -90,8 +95,9 @@ def _layout(gen: torch.Generator) -> StreetLayout:
     return StreetLayout(left_x, right_x, buildings, trees, bushes)
 
 
-def _background(layout: StreetLayout, K: torch.Tensor, h: int, w: int, seed: int):
-    """Ray-cast the street's background layers at ``h × w``: colour, z-depth, semantics."""
+def _background(layout: StreetLayout, K: torch.Tensor, h: int, w: int, camera_z: float = 0.0):
+    """Ray-cast the street's background layers at ``h × w`` for a camera at world ``z = camera_z``:
+    colour, z-depth, semantics. The layout is in world coordinates."""
     dt = torch.float64
     ys, xs = torch.meshgrid(torch.arange(h, dtype=dt), torch.arange(w, dtype=dt), indexing="ij")
     dx = (xs - K[0, 2]) / K[0, 0]
@@ -103,21 +109,38 @@ def _background(layout: StreetLayout, K: torch.Tensor, h: int, w: int, seed: int
     fine = noise_texture(h, w, "foliage", dtype=dt)
     coarse = noise_texture(h, w, "cloud", dtype=dt)
 
-    def paint(mask, z, cls, rgb):
-        nonlocal depth
-        hit = mask & (z > 0.05) & (z < depth)
-        depth = torch.where(hit, z, depth)
-        sem[hit] = cls
-        color[hit] = rgb[hit] if rgb.dim() == 3 else rgb.to(dt)
+    def paint(mask, z, cls, rgb, win=(slice(None), slice(None))):
+        hit = mask & (z > 0.05) & (z < depth[win])
+        depth[win] = torch.where(hit, z, depth[win])
+        sem[win][hit] = cls
+        color[win][hit] = rgb[hit] if rgb.dim() == 3 else rgb.to(dt)
+
+    def window(corners):
+        """Pixel window (rows, cols) covering the projection of 3-D points (camera frame)."""
+        pts = torch.tensor(corners, dtype=dt)
+        if (pts[:, 2] <= 0.1).all():
+            return None
+        if (pts[:, 2] <= 0.1).any():
+            return (slice(None), slice(None))
+        u = K[0, 0] * pts[:, 0] / pts[:, 2] + K[0, 2]
+        v = K[1, 1] * pts[:, 1] / pts[:, 2] + K[1, 2]
+        c0, c1 = max(int(u.min()) - 1, 0), min(int(u.max()) + 2, w)
+        r0, r1 = max(int(v.min()) - 1, 0), min(int(v.max()) + 2, h)
+        if c0 >= c1 or r0 >= r1:
+            return None
+        return (slice(r0, r1), slice(c0, c1))
+
+    def box_corners(x0, x1, y0, y1, z0, z1):
+        return [(x, y, z) for x in (x0, x1) for y in (y0, y1) for z in (z0, z1)]
 
     # Ground plane y = CAMERA_HEIGHT.
     zg = torch.where(dy > 1e-6, CAMERA_HEIGHT / dy.clamp_min(1e-6), inf)
-    gx, gz = dx * zg, zg
+    gx, gz = dx * zg, zg + camera_z  # world z on the ground, for the road markings
     ax = gx.abs()
     grain = (0.85 + 0.3 * fine).unsqueeze(-1)
     asphalt = torch.tensor([0.27, 0.27, 0.28], dtype=dt) * grain
     dash = ((gz % 9.0) < 3.0) & ((ax - 1.75).abs() < 0.075)
-    edge_line = (ax - (ROAD_HALF - 0.25)).abs() < 0.07
+    edge_line = ((ax - LANE_EDGE).abs() < 0.07) | ((ax - BIKE_LANE[1]).abs() < 0.05)
     asphalt = torch.where((dash | edge_line).unsqueeze(-1), torch.tensor([0.85, 0.85, 0.82], dtype=dt), asphalt)
     paint(ax < ROAD_HALF, zg, SEM["Road"], asphalt)
     tiles = (((gz % 1.5) < 0.06) | (((ax - SIDEWALK[0]) % 1.5) < 0.06)).unsqueeze(-1)
@@ -132,44 +155,55 @@ def _background(layout: StreetLayout, K: torch.Tensor, h: int, w: int, seed: int
     # Building façades: planes x = left_x / right_x, with floors of windows.
     for side_sign, z0, z1, height, rgb in layout.buildings:
         px = layout.left_x if side_sign < 0 else layout.right_x
-        zb = torch.where(dx * side_sign > 1e-6, px / torch.where(dx == 0, torch.full_like(dx, 1e-9), dx), inf)
-        y = dy * zb
-        inside = (zb >= z0) & (zb <= z1) & (y <= CAMERA_HEIGHT) & (y >= CAMERA_HEIGHT - height)
+        win = window(box_corners(px, px, CAMERA_HEIGHT - height, CAMERA_HEIGHT, z0 - camera_z, z1 - camera_z))
+        if win is None:
+            continue
+        wdx, wdy = dx[win], dy[win]
+        zb = torch.where(wdx * side_sign > 1e-6, px / torch.where(wdx == 0, torch.full_like(wdx, 1e-9), wdx), inf[win])
+        y = wdy * zb
+        inside = (zb + camera_z >= z0) & (zb + camera_z <= z1) & (y <= CAMERA_HEIGHT) & (y >= CAMERA_HEIGHT - height)
         up = CAMERA_HEIGHT - y  # height above ground
-        along = zb - z0
-        window = ((up % 3.0) > 1.0) & ((up % 3.0) < 2.3) & ((along % 2.6) > 0.7) & ((along % 2.6) < 1.9) & (up > 2.5)
-        base = torch.tensor(rgb, dtype=dt) * (0.9 + 0.2 * coarse).unsqueeze(-1)
-        glass = torch.tensor([0.16, 0.2, 0.26], dtype=dt) * (0.8 + 0.5 * fine).unsqueeze(-1)
-        facade = torch.where(window.unsqueeze(-1), glass, base) * (0.85 if side_sign > 0 else 1.0)
-        paint(inside, zb, SEM["Building"], facade)
+        along = zb + camera_z - z0
+        window_px = ((up % 3.0) > 1.0) & ((up % 3.0) < 2.3) & ((along % 2.6) > 0.7) & ((along % 2.6) < 1.9) & (up > 2.5)
+        base = torch.tensor(rgb, dtype=dt) * (0.9 + 0.2 * coarse[win]).unsqueeze(-1)
+        glass = torch.tensor([0.16, 0.2, 0.26], dtype=dt) * (0.8 + 0.5 * fine[win]).unsqueeze(-1)
+        facade = torch.where(window_px.unsqueeze(-1), glass, base) * (0.85 if side_sign > 0 else 1.0)
+        paint(inside, zb, SEM["Building"], facade, win)
 
     # Trees: vertical trunk cylinders and spherical canopies; bushes on the verges.
-    leaves = torch.tensor([0.16, 0.34, 0.1], dtype=dt) * (0.55 + 0.8 * fine).unsqueeze(-1)
+    leaves_full = torch.tensor([0.16, 0.34, 0.1], dtype=dt) * (0.55 + 0.8 * fine).unsqueeze(-1)
     bark = torch.tensor([0.25, 0.18, 0.12], dtype=dt)
-    d2 = dx * dx + dy * dy + 1.0
-    for tx, tz, cy, r in layout.trees:
-        # canopy: |t d - c|^2 = r^2, d = (dx, dy, 1), c = (tx, CAMERA_HEIGHT + cy, tz)
-        cy_abs = CAMERA_HEIGHT + cy
-        bq = dx * tx + dy * cy_abs + tz
-        cq = tx * tx + cy_abs * cy_abs + tz * tz - r * r
+
+    def sphere(cx_, cy_, cz_, r, cls, rgb_full):
+        win = window(box_corners(cx_ - r, cx_ + r, cy_ - r, cy_ + r, cz_ - r, cz_ + r))
+        if win is None:
+            return
+        wdx, wdy = dx[win], dy[win]
+        d2 = wdx * wdx + wdy * wdy + 1.0
+        bq = wdx * cx_ + wdy * cy_ + cz_
+        cq = cx_ * cx_ + cy_ * cy_ + cz_ * cz_ - r * r
         disc = bq * bq - d2 * cq
         t = (bq - disc.clamp_min(0).sqrt()) / d2
-        paint(disc > 0, t, SEM["Tree"], leaves)
+        paint(disc > 0, t, cls, rgb_full[win], win)
+
+    for tx, tz, cy, r in layout.trees:
+        tz = tz - camera_z
+        cy_abs = CAMERA_HEIGHT + cy
+        sphere(tx, cy_abs, tz, r, SEM["Tree"], leaves_full)
         # trunk: (t dx - tx)^2 + (t - tz)^2 = 0.18^2, below the canopy
-        a = dx * dx + 1.0
-        bt = dx * tx + tz
+        win = window(box_corners(tx - 0.18, tx + 0.18, cy_abs, CAMERA_HEIGHT, tz - 0.18, tz + 0.18))
+        if win is None:
+            continue
+        wdx, wdy = dx[win], dy[win]
+        a = wdx * wdx + 1.0
+        bt = wdx * tx + tz
         ct = tx * tx + tz * tz - 0.18**2
         disc = bt * bt - a * ct
         t = (bt - disc.clamp_min(0).sqrt()) / a
-        yy = dy * t
-        paint((disc > 0) & (yy <= CAMERA_HEIGHT) & (yy >= cy_abs), t, SEM["Tree"], bark)
+        yy = wdy * t
+        paint((disc > 0) & (yy <= CAMERA_HEIGHT) & (yy >= cy_abs), t, SEM["Tree"], bark, win)
     for bx, bz, r in layout.bushes:
-        cy_abs = CAMERA_HEIGHT - r * 0.6
-        bq = dx * bx + dy * cy_abs + bz
-        cq = bx * bx + cy_abs * cy_abs + bz * bz - r * r
-        disc = bq * bq - d2 * cq
-        t = (bq - disc.clamp_min(0).sqrt()) / d2
-        paint(disc > 0, t, SEM["Vegetation"], leaves * 1.1)
+        sphere(bx, CAMERA_HEIGHT - r * 0.6, bz - camera_z, r, SEM["Vegetation"], leaves_full * 1.1)
 
     sky = sem == SEM["Sky"]
     horizon = (dy.clamp(max=0.0) / -0.35).clamp(0, 1).unsqueeze(-1)
@@ -213,7 +247,7 @@ def _place_objects(gen: torch.Generator, n_cars: int, n_pedestrians: int, n_cycl
                 tid = choice(CAR_TEMPLATES)
                 parked = torch.rand((), generator=gen) < 0.35
                 if parked:
-                    x = choice((-1, 1)) * (ROAD_HALF - 1.1)
+                    x = choice((-1, 1)) * (PARKING[0] + PARKING[1]) / 2
                     ry = choice((-math.pi / 2, math.pi / 2))
                 else:
                     x = choice(LANES) + u(-0.35, 0.35)
@@ -230,7 +264,7 @@ def _place_objects(gen: torch.Generator, n_cars: int, n_pedestrians: int, n_cycl
                 rgb = [u(0.05, 0.9) for _ in range(3)]
             else:
                 tid = template_id("cyclist")
-                x = choice((-1, 1)) * u(ROAD_HALF - 0.9, ROAD_HALF - 0.5)
+                x = choice((-1, 1)) * u(BIKE_LANE[0] + 0.35, BIKE_LANE[1] - 0.35)
                 z = u(6.0, 45.0)
                 ry = -math.pi / 2 if x > 0 else math.pi / 2
                 rgb = [u(0.05, 0.9) for _ in range(3)]
@@ -252,23 +286,85 @@ def _place_objects(gen: torch.Generator, n_cars: int, n_pedestrians: int, n_cycl
     return placed
 
 
-def street_scene(
-    seed: int = 0,
+#: ``info.txt`` model names of the templates (VKITTI2 names where one fits).
+MODEL_NAMES = {
+    "sedan": "Sedan4Door",
+    "hatchback": "Hatchback",
+    "suv": "SUV",
+    "pedestrian": "Pedestrian",
+    "cyclist": "Cyclist",
+}
+
+
+def color_name(rgb) -> str:
+    """The nearest VKITTI2 colour name of an RGB paint."""
+    return min(CAR_COLORS, key=lambda n: sum((a - b) ** 2 for a, b in zip(CAR_COLORS[n], rgb, strict=True)))
+
+
+@dataclass(frozen=True)
+class StreetWorld:
+    """A street and its objects in world coordinates (the camera starts at the origin and drives
+    along +z); objects move by ``velocity`` (m per frame, along x and z)."""
+
+    seed: int
+    layout: StreetLayout
+    objects: tuple
+    sun_azimuth: float
+
+
+def street_world(seed: int = 0, n_cars: int = 8, n_pedestrians: int = 2, n_cyclists: int = 1) -> StreetWorld:
+    """A random street with objects and their motion, deterministic in ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    layout = _layout(gen)
+    objects = _place_objects(gen, n_cars, n_pedestrians, n_cyclists)
+    sun = 0.6 + 0.8 * float(torch.rand((), generator=gen))
+    # Everything in one corridor moves at that corridor's speed (no one drives through anyone):
+    # the camera's lane at the default camera speed, the others at their own pace; parked cars
+    # stand; pedestrians stroll along their sidewalk.
+    lane_speed = {
+        -1: -(0.8 + 0.6 * float(torch.rand((), generator=gen))),
+        0: 1.0,
+        1: 0.6 + 0.8 * float(torch.rand((), generator=gen)),
+    }
+    bike_speed = {-1: -0.4, 1: 0.4}
+    for o in objects:
+        x = o["location"][0]
+        if o["class"] == 1:
+            vz = (0.08 + 0.06 * float(torch.rand((), generator=gen))) * (
+                1 if math.cos(o["rotation_y"] + math.pi / 2) > 0 else -1
+            )
+        elif abs(x) < LANE_EDGE:
+            vz = lane_speed[round(x / 3.5)]
+        elif abs(x) < BIKE_LANE[1]:
+            vz = bike_speed[1 if x > 0 else -1]
+        else:
+            vz = 0.0
+        o["velocity"] = (0.0, vz)
+    return StreetWorld(seed, layout, tuple(objects), sun)
+
+
+def world_scene(
+    world: StreetWorld,
+    frame: int = 0,
     height: int = 375,
     width: int = 1242,
-    n_cars: int = 8,
-    n_pedestrians: int = 2,
-    n_cyclists: int = 1,
+    camera_speed: float = 1.0,
     max_objects: int | None = None,
     dtype: torch.dtype = torch.float32,
     device=None,
 ) -> Scene:
-    """One procedural street as a batch-of-one :class:`Scene`, deterministic in ``seed``."""
-    gen = torch.Generator().manual_seed(seed)
-    layout = _layout(gen)
+    """The IR of ``world`` seen at ``frame`` (the camera has driven ``frame × camera_speed`` m).
+
+    Every object keeps its slot (and track id) in every frame; slots whose object is behind the
+    camera or beyond 80 m are invalid. The background colour is quantised to 1/255 and its depth
+    to millimetres, so that a scene can be stored compactly and exactly.
+    """
+    camera_z = frame * camera_speed
     K = intrinsics(height, width)
-    color, depth, sem = _background(layout, K, height, width, seed)
-    objects = _place_objects(gen, n_cars, n_pedestrians, n_cyclists)
+    color, depth, sem = _background(world.layout, K, height, width, camera_z)
+    color = torch.round(color * 255.0) / 255.0
+    depth = torch.round(depth * 1000.0) / 1000.0
+    objects = world.objects
     n = max_objects if max_objects is not None else max(1, len(objects))
     objects = objects[:n]
     valid = torch.zeros(1, n, dtype=torch.bool)
@@ -280,11 +376,13 @@ def street_scene(
     rgb = torch.zeros(1, n, 3, dtype=torch.float64)
     track = torch.full((1, n), -1, dtype=torch.int64)
     for i, o in enumerate(objects):
-        valid[0, i] = True
+        x = o["location"][0] + frame * o["velocity"][0]
+        z = o["location"][2] + frame * o["velocity"][1] - camera_z
+        valid[0, i] = 1.0 < z < 80.0
         cls[0, i] = o["class"]
         tmpl[0, i] = o["template"]
         dims[0, i] = torch.tensor(o["dims"], dtype=torch.float64)
-        loc[0, i] = torch.tensor(o["location"], dtype=torch.float64)
+        loc[0, i] = torch.tensor([x, CAMERA_HEIGHT, z], dtype=torch.float64)
         ry[0, i] = o["rotation_y"]
         rgb[0, i] = torch.tensor(o["color"], dtype=torch.float64)
         track[0, i] = i
@@ -294,7 +392,7 @@ def street_scene(
         bg_semantic=sem.unsqueeze(0),
         K=K.unsqueeze(0),
         ground=torch.tensor([[0.0, -1.0, 0.0, CAMERA_HEIGHT]], dtype=torch.float64),
-        sun_azimuth=torch.tensor([0.6 + 0.8 * float(torch.rand((), generator=gen))], dtype=torch.float64),
+        sun_azimuth=torch.tensor([world.sun_azimuth], dtype=torch.float64),
         obj_valid=valid,
         obj_class=cls,
         obj_template=tmpl,
@@ -308,3 +406,19 @@ def street_scene(
         foliage=torch.zeros(1, 4, dtype=torch.float64),
     )
     return scene.to(device=device, dtype=dtype).validate()
+
+
+def street_scene(
+    seed: int = 0,
+    height: int = 375,
+    width: int = 1242,
+    n_cars: int = 8,
+    n_pedestrians: int = 2,
+    n_cyclists: int = 1,
+    max_objects: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device=None,
+) -> Scene:
+    """One procedural street (frame 0 of :func:`street_world`) as a batch-of-one :class:`Scene`."""
+    world = street_world(seed, n_cars, n_pedestrians, n_cyclists)
+    return world_scene(world, 0, height, width, max_objects=max_objects, dtype=dtype, device=device)

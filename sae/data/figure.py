@@ -1,0 +1,70 @@
+"""Figures of data sets: one frame under every variation, next to its labels."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from sae.data.records import DETECTION_CLASSES
+from sae.data.vkitti import VKITTI2, class_colors
+
+#: Box colours by detection class (the paper's Figure 2: cyan car, purple pedestrian, yellow cyclist).
+BOX_COLORS = {"Car": (0.0, 1.0, 1.0), "Pedestrian": (0.62, 0.2, 0.85), "Cyclist": (1.0, 0.92, 0.0)}
+
+
+def variation_grid(data: str | os.PathLike, out: str | os.PathLike, scene: str | None = None, frame: int = 0) -> Path:
+    """Rows: the variations of one scene's frame; columns: rgb with boxes, classes, depth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.patches as patches
+    import matplotlib.pyplot as plt
+
+    ds = VKITTI2(data)
+    scene = scene or ds.sequences[0].scene
+    keys = [k for k in ds.sequences if k.scene.lower() == scene.lower()]
+    if not keys:
+        raise ValueError(f"{data}: no scene {scene!r}; found {sorted({k.scene for k in ds.sequences})}")
+    fig, axes = plt.subplots(len(keys), 3, figsize=(15, 1.0 + 1.55 * len(keys)), squeeze=False)
+    for row, key in enumerate(keys):
+        f = ds.read_frame(key, frame, 0)
+        ax = axes[row, 0]
+        ax.imshow(f.rgb)
+        for o in f.objects:
+            colour = BOX_COLORS.get(DETECTION_CLASSES[o.detection_class] if o.detection_class >= 0 else "", (1, 1, 1))
+            left, top, right, bottom = o.box
+            ax.add_patch(
+                patches.Rectangle(
+                    (left - 0.5, top - 0.5),
+                    right - left + 1,
+                    bottom - top + 1,
+                    fill=False,
+                    edgecolor=colour,
+                    linewidth=0.8,
+                )
+            )
+        ax.set_ylabel(key.variation, fontsize=9)
+        axes[row, 1].imshow(class_colors(f.class_names)[f.classes] if f.classes is not None else f.rgb)
+        depth = f.depth if f.depth is not None else np.zeros(f.rgb.shape[:2])
+        axes[row, 2].imshow(np.log(np.clip(depth, 1, 655.35)), cmap="magma_r")
+        for c, title in enumerate(("rgb + boxes (bbox.txt)", "classSegmentation", "depth (log)")):
+            axes[row, c].set_xticks([])
+            axes[row, c].set_yticks([])
+            if row == 0:
+                axes[row, c].set_title(title, fontsize=10)
+    fig.suptitle(f"{scene}, frame {frame}: the Virtual KITTI variations and their labels", fontsize=11)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        plt.close(fig)
+    return out
