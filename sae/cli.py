@@ -96,6 +96,20 @@ def cmd_data_read(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_derender(args: argparse.Namespace) -> int:
+    from sae.data.vkitti import VKITTI2
+    from sae.scene.derender import identity_report
+
+    ds = VKITTI2(args.data)
+    n = len(ds) if args.limit is None else min(args.limit, len(ds))
+    report = identity_report((ds[i] for i in range(n)), size=args.size)
+    print(
+        f"identity re-rendering γ(β(x)) of {report['frames']} frames of {args.data}: "
+        f"PSNR {report['psnr_db']:.2f} dB, box IoU {report['box_iou']:.3f} over {report['boxes']} boxes"
+    )
+    return 0
+
+
 def cmd_data_figure(args: argparse.Namespace) -> int:
     from sae.data.figure import variation_grid
 

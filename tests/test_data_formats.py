@@ -11,8 +11,10 @@ from sae.data.vkitti import VKITTI2, FormatError
 
 H, W = 24, 40
 # A real pose.txt row (Scene, frame 25) from the format notes, and a bbox row of our own.
-POSE_ROW = ("25 0 0 1.69414 1.776562 1.421875 3.617188 53.18796 -106 79.85496 2.263542 0 0 -3.088518 "
-            "1.056862 55.55215 1.638601 -0.01539355 0.03731001")
+POSE_ROW = (
+    "25 0 0 1.69414 1.776562 1.421875 3.617188 53.18796 -106 79.85496 2.263542 0 0 -3.088518 "
+    "1.056862 55.55215 1.638601 -0.01539355 0.03731001"
+)
 BBOX_ROW = "25 0 0 3 17 5 12 97 0.1 0.8765432 True"
 TEXT = {
     "intrinsic.txt": "frame cameraID K[0,0] K[1,1] K[0,2] K[1,2]\n25 0 725.0087 725.0087 620.5 187\n",
@@ -20,7 +22,8 @@ TEXT = {
     "25 0 1 0 0 0.5 0 1 0 -1.5 0 0 1 2 0 0 0 1\n",
     "info.txt": "trackID label model color\n0 Car Sedan4Door Red\n",
     "bbox.txt": "frame cameraID trackID left right top bottom number_pixels truncation_ratio occupancy_ratio isMoving\n"
-    + BBOX_ROW + "\n",
+    + BBOX_ROW
+    + "\n",
     "pose.txt": "frame cameraID trackID alpha width height length world_space_X world_space_Y world_space_Z "
     "rotation_world_space_y rotation_world_space_x rotation_world_space_z camera_space_X camera_space_Y "
     "camera_space_Z rotation_camera_space_y rotation_camera_space_x rotation_camera_space_z\n" + POSE_ROW + "\n",
@@ -51,8 +54,16 @@ def _write_sequence(frames_root, text_root, names=("rgb", "depth", "classSegment
     paths = {
         "rgb": frames_root["rgb"] / "frames" / folders["rgb"] / "Camera_0" / "rgb_00025.jpg",
         "depth": frames_root["depth"] / "frames" / folders["depth"] / "Camera_0" / "depth_00025.png",
-        "classSegmentation": frames_root["classSegmentation"] / "frames" / folders["classSegmentation"] / "Camera_0" / "classgt_00025.png",
-        "instanceSegmentation": frames_root["instanceSegmentation"] / "frames" / folders["instanceSegmentation"] / "Camera_0" / "instancegt_00025.png",
+        "classSegmentation": frames_root["classSegmentation"]
+        / "frames"
+        / folders["classSegmentation"]
+        / "Camera_0"
+        / "classgt_00025.png",
+        "instanceSegmentation": frames_root["instanceSegmentation"]
+        / "frames"
+        / folders["instanceSegmentation"]
+        / "Camera_0"
+        / "instancegt_00025.png",
     }
     for p in paths.values():
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -104,10 +115,15 @@ def test_reads_a_hand_written_merged_vkitti2_folder(tmp_path):
 
 
 def test_reads_the_per_archive_layout_with_other_folder_cases(tmp_path):
-    roots = {m: tmp_path / f"vkitti_2.0.3_{m}" / "Scene01" / "clone"
-             for m in ("rgb", "depth", "classSegmentation", "instanceSegmentation")}
-    _write_sequence(roots, tmp_path / "vkitti_2.0.3_textgt" / "Scene01" / "clone",
-                    names=("rgb", "depth", "classsegmentation", "instancesegmentation"))
+    roots = {
+        m: tmp_path / f"vkitti_2.0.3_{m}" / "Scene01" / "clone"
+        for m in ("rgb", "depth", "classSegmentation", "instanceSegmentation")
+    }
+    _write_sequence(
+        roots,
+        tmp_path / "vkitti_2.0.3_textgt" / "Scene01" / "clone",
+        names=("rgb", "depth", "classsegmentation", "instancesegmentation"),
+    )
     # CRLF line endings are accepted too
     bbox = tmp_path / "vkitti_2.0.3_textgt" / "Scene01" / "clone" / "bbox.txt"
     bbox.write_bytes(bbox.read_bytes().replace(b"\n", b"\r\n"))
@@ -151,7 +167,10 @@ def test_reads_a_hand_written_kitti_folder(tmp_path):
     (root / "calib").mkdir()
     Image.fromarray(np.zeros((375, 1242, 3), np.uint8)).save(root / "image_2" / "000007.png")
     (root / "label_2" / "000007.txt").write_text(KITTI_LABEL)
-    p2 = "7.215377e+02 0.000000e+00 6.095593e+02 4.485728e+01 0.000000e+00 7.215377e+02 1.728540e+02 2.163791e-01 0.000000e+00 0.000000e+00 1.000000e+00 2.745884e-03"
+    p2 = (
+        "7.215377e+02 0.000000e+00 6.095593e+02 4.485728e+01 0.000000e+00 7.215377e+02 1.728540e+02 "
+        "2.163791e-01 0.000000e+00 0.000000e+00 1.000000e+00 2.745884e-03"
+    )
     (root / "calib" / "000007.txt").write_text(f"P0: {p2}\nP1: {p2}\nP2: {p2}\nP3: {p2}\n")
     ds = KITTI(tmp_path)
     frame = ds[0]
