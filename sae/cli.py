@@ -180,6 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument("--cameras", type=int, nargs="+", default=[0], help="VKITTI2 cameras (default: 0)")
     read.add_argument("--limit", type=int, default=None, help="read at most this many frames")
     read.set_defaults(func=cmd_data_read)
+    der = dsub.add_parser(
+        "derender",
+        help="β on a VKITTI2 folder: how far γ(β(x)) is from x (PSNR, box IoU)",
+        description="De-render every frame of a Virtual KITTI 2 folder into an IR (objects from the annotations, "
+        "background inpainted), re-render it and report the PSNR against the photo and the IoU of the re-rendered "
+        "boxes with the annotated ones.",
+    )
+    der.add_argument("--data", required=True, help="a VKITTI2 root")
+    der.add_argument("--limit", type=int, default=None, help="at most this many frames")
+    der.add_argument("--size", type=_size, default=None, help="working WIDTHxHEIGHT (default: the frames' size)")
+    der.set_defaults(func=cmd_data_derender)
     fig = dsub.add_parser(
         "figure",
         help="figure: one generated frame per variation next to its labels",

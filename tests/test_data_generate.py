@@ -166,3 +166,20 @@ def test_derender_recovers_the_objects_and_a_close_image(smoke_data):
     # at a smaller working size too
     half = identity_report([ds[0]], size=(47, 155))
     assert half["frames"] == 1 and half["box_iou"] > 0.6
+
+
+def test_data_cli(smoke_data, tmp_path, capsys):
+    from sae.cli import main
+
+    out, _ = smoke_data
+    assert main(["data", "read", str(out / "finetune" / "vkitti2")]) == 0
+    assert "8 frames" in capsys.readouterr().out
+    assert main(["data", "read", str(out / "pretrain" / "kitti"), "--limit", "3"]) == 0
+    assert "(kitti): 8 frames; read 3" in capsys.readouterr().out
+    assert main(["data", "derender", "--data", str(out / "eval" / "vkitti2")]) == 0
+    assert "PSNR" in capsys.readouterr().out
+    fig = tmp_path / "variations.png"
+    assert main(["data", "figure", "--data", str(out / "eval" / "vkitti2"), "--out", str(fig)]) == 0
+    assert Image.open(fig).size[0] > 800
+    assert main(["data", "read", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
