@@ -183,3 +183,37 @@ def test_data_cli(smoke_data, tmp_path, capsys):
     assert Image.open(fig).size[0] > 800
     assert main(["data", "read", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_export_writes_an_sae_set_readable_in_both_layouts(smoke_data, tmp_path):
+    from sae.data.export import ExportItem, export
+    from sae.scene import editor
+
+    out, _ = smoke_data
+    ds = VKITTI2(out / "eval" / "vkitti2")
+    items = []
+    for key, index, _ in ds.index:
+        ir = Scene.load(ds.file(key, "ir", 0, index))
+        theta = {"translate": torch.zeros(editor.theta_shape(ir, "translate"))}
+        theta["translate"][..., 0] = 0.05  # everyone 0.5 m to the right
+        moved = editor.apply(ir, editor.project(theta, ir, {"translate": 0.05}))
+        items.append(ExportItem(key.scene, key.variation, index, moved))
+    noisy = (render(items[0].ir).image[0] * 255).to(torch.uint8).numpy() // 2  # a "pixel" item
+    items.append(ExportItem("Scene09", "clone", 0, items[0].ir, noisy))
+    assert export(items, tmp_path) == len(items)
+    back = VKITTI2(tmp_path / "vkitti2")
+    assert len(back) == len(items) and len(KITTI(tmp_path / "kitti")) == len(items)
+    for i, item in enumerate(items[:-1]):
+        frame = back.read_frame(back.index[i][0], back.index[i][1])
+        r = render(item.ir)
+        boxes = {
+            int(item.ir.obj_track_id[0, n]): tuple(int(v) for v in r.boxes[0, n].tolist())
+            for n in range(item.ir.max_objects)
+            if r.pixel_count[0, n] > 0
+        }
+        assert {o.track_id: o.box for o in frame.objects} == boxes  # labels follow the moved objects
+        assert torch.equal(
+            Scene.load(back.file(back.index[i][0], "ir", 0, back.index[i][1])).obj_location, item.ir.obj_location
+        )
+    pixel = back.read_frame(next(k for k in back.sequences if k.scene == "Scene09"), 0)
+    assert abs(pixel.rgb.astype(int) - noisy.astype(int)).mean() < 3  # its own pixels (JPEG aside)
