@@ -103,6 +103,10 @@ def cmd_data_derender(args: argparse.Namespace) -> int:
     ds = VKITTI2(args.data)
     n = len(ds) if args.limit is None else min(args.limit, len(ds))
     report = identity_report((ds[i] for i in range(n)), size=args.size)
+    if args.out:
+        from sae.scene.derender import write_report
+
+        write_report(report, args.out, source=str(args.data))
     print(
         f"identity re-rendering γ(β(x)) of {report['frames']} frames of {args.data}: "
         f"PSNR {report['psnr_db']:.2f} dB, box IoU {report['box_iou']:.3f} over {report['boxes']} boxes"
@@ -190,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     der.add_argument("--data", required=True, help="a VKITTI2 root")
     der.add_argument("--limit", type=int, default=None, help="at most this many frames")
     der.add_argument("--size", type=_size, default=None, help="working WIDTHxHEIGHT (default: the frames' size)")
+    der.add_argument("--out", default=None, help="also write the report as Markdown (and .csv beside it)")
     der.set_defaults(func=cmd_data_derender)
     fig = dsub.add_parser(
         "figure",

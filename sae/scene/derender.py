@@ -184,3 +184,26 @@ def identity_report(frames, size: tuple[int, int] | None = None) -> dict:
         "box_iou": float(np.mean(ious)) if ious else float("nan"),
         "boxes": len(ious),
     }
+
+
+def write_report(report: dict, out, source: str = "") -> None:
+    """Write :func:`identity_report`'s numbers as Markdown (``out``) and CSV (same stem)."""
+    import csv
+    import io
+    from pathlib import Path
+
+    from sae.data.vkitti import _atomic_write_text
+
+    out = Path(out)
+    rows = [
+        ("frames", report["frames"]),
+        ("PSNR (dB)", f"{report['psnr_db']:.2f}"),
+        ("box IoU", f"{report['box_iou']:.3f}"),
+        ("boxes", report["boxes"]),
+    ]
+    md = [f"# Identity re-rendering γ(β(x)) of {source}", "", "| measure | value |", "|---|---|"]
+    md += [f"| {k} | {v} |" for k, v in rows]
+    _atomic_write_text(out, "\n".join(md) + "\n")
+    buf = io.StringIO()
+    csv.writer(buf).writerows([("measure", "value"), *rows])
+    _atomic_write_text(out.with_suffix(".csv"), buf.getvalue())

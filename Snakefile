@@ -1,0 +1,24 @@
+# sae: the workflow that regenerates the paper's tables and figures.
+#   snakemake --cores all                                  default scale, CPU
+#   snakemake --cores 2 --configfile config/smoke.yaml     minutes, used by the tests
+#   snakemake --profile workflow/profiles/slurm --configfile config/paper.yaml
+# Configuration keys are documented in config/README.md and validated before any job starts.
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
