@@ -1,0 +1,107 @@
+"""The one interface every victim detector offers; attacks and evaluation see only this.
+
+* ``forward(images)``: images ``(B, 3, H, W)`` in [0, 1] → raw predictions (a dict of tensors).
+* ``loss(raw, targets)``: a dict of named, differentiable loss terms plus ``"total"``; attacks
+  pick the terms they maximise (SqueezeDet's ``"confidence"`` in the paper).
+* ``decode(raw)``: per image, a dict with ``boxes (K, 4)`` ``(x1, y1, x2, y2)`` pixels,
+  ``scores (K,)`` and ``labels (K,)`` after non-maximum suppression.
+
+Targets are a list (one per image) of dicts with ``boxes (M, 4)`` float ``(x1, y1, x2, y2)`` and
+``labels (M,)`` int64 indices into :data:`~sae.data.records.DETECTION_CLASSES`.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+from torch import nn
+from torchvision.ops import batched_nms, box_iou
+
+Targets = list[dict[str, torch.Tensor]]
+Detections = list[dict[str, torch.Tensor]]
+
+
+class Detector(nn.Module, metaclass=abc.ABCMeta):
+    """Base class: subclasses implement ``forward``, ``loss`` and ``decode``."""
+
+    num_classes: int
+
+    @abc.abstractmethod
+    def loss(self, raw: dict[str, torch.Tensor], targets: Targets) -> dict[str, torch.Tensor]:
+        """Named loss terms and their weighted sum ``"total"``."""
+
+    @abc.abstractmethod
+    def decode(
+        self,
+        raw: dict[str, torch.Tensor],
+        score_threshold: float = 0.05,
+        nms_iou: float = 0.4,
+        max_detections: int = 100,
+    ) -> Detections:
+        """Detections per image after NMS."""
+
+    @torch.no_grad()
+    def detect(self, images: torch.Tensor, **kwargs) -> Detections:
+        """``decode(forward(images))`` in eval mode."""
+        was = self.training
+        self.eval()
+        try:
+            return self.decode(self(images), **kwargs)
+        finally:
+            self.train(was)
+
+
+def nms_per_image(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    score_threshold: float,
+    nms_iou: float,
+    max_detections: int,
+    pre_nms: int = 1000,
+) -> dict[str, torch.Tensor]:
+    """Threshold, keep the ``pre_nms`` best, class-wise NMS, keep ``max_detections``."""
+    keep = scores > score_threshold
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    if scores.numel() > pre_nms:
+        top = scores.topk(pre_nms).indices
+        boxes, scores, labels = boxes[top], scores[top], labels[top]
+    keep = batched_nms(boxes.float(), scores.float(), labels, nms_iou)[:max_detections]
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+def xyxy_to_cxcywh(b: torch.Tensor) -> torch.Tensor:
+    return torch.stack(
+        [(b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2, b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]], dim=-1
+    )
+
+
+def cxcywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
+    return torch.stack(
+        [b[..., 0] - b[..., 2] / 2, b[..., 1] - b[..., 3] / 2, b[..., 0] + b[..., 2] / 2, b[..., 1] + b[..., 3] / 2],
+        dim=-1,
+    )
+
+
+def elementwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of matching rows of two ``(..., 4)`` xyxy box tensors (differentiable)."""
+    lt = torch.maximum(a[..., :2], b[..., :2])
+    rb = torch.minimum(a[..., 2:], b[..., 2:])
+    wh = (rb - lt).clamp_min(0)
+    inter = wh[..., 0] * wh[..., 1]
+    area_a = (a[..., 2] - a[..., 0]).clamp_min(0) * (a[..., 3] - a[..., 1]).clamp_min(0)
+    area_b = (b[..., 2] - b[..., 0]).clamp_min(0) * (b[..., 3] - b[..., 1]).clamp_min(0)
+    return inter / (area_a + area_b - inter).clamp_min(1e-9)
+
+
+__all__ = [
+    "Detector",
+    "Targets",
+    "Detections",
+    "nms_per_image",
+    "box_iou",
+    "elementwise_iou",
+    "xyxy_to_cxcywh",
+    "cxcywh_to_xyxy",
+]
