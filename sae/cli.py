@@ -50,6 +50,62 @@ def cmd_render_scene(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_data(items: list[str]) -> list[tuple[str, float]]:
+    out = []
+    for item in items:
+        path, _, weight = item.partition(":")
+        try:
+            out.append((path, float(weight) if weight else 1.0))
+        except ValueError:
+            raise ValueError(f"--data {item!r}: the weight after ':' must be a number") from None
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from sae.detectors.train import TrainConfig, train
+
+    model = json.loads(args.model) if args.model else {}
+    cfg = TrainConfig(
+        detector=args.detector,
+        data=_parse_data(args.data),
+        size=args.size,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup=args.warmup,
+        rerender=args.rerender,
+        init=args.init,
+        model=model,
+        checkpoint_every=args.checkpoint_every,
+        device=args.device,
+        seed=args.seed,
+    )
+    print(f"wrote {train(cfg, args.out)}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from sae.detectors.data import DetectionDataset
+    from sae.detectors.train import load_checkpoint, predict
+    from sae.metrics.detection import evaluate
+
+    model, state = load_checkpoint(args.checkpoint, args.device)
+    cfg = json.loads(state["config"])
+    ds = DetectionDataset(args.data, tuple(cfg["size"]), rerender=args.rerender)
+    preds, targets = predict(model, ds, device=args.device, progress=True)
+    result = evaluate(preds, targets)
+    print(json.dumps(result, indent=2))
+    if args.out:
+        from sae.data.vkitti import _atomic_write_text
+
+        _atomic_write_text(Path(args.out), json.dumps(result, indent=2) + "\n")
+    return 0
+
+
 def cmd_bench_render(args: argparse.Namespace) -> int:
     from sae.bench import format_table, profile_stages, run_render_bench
 
@@ -207,6 +263,42 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--scene", default=None, help="scene folder (default: the first)")
     fig.add_argument("--frame", type=int, default=0, help="frame index (default: 0)")
     fig.set_defaults(func=cmd_data_figure)
+
+    tr = groups.add_parser(
+        "train",
+        help="train or fine-tune a detector on any mix of VKITTI2/KITTI folders",
+        description="Train a detector (SGD, warm-up and cosine decay, flips) on a weighted mix of data sets in "
+        "the VKITTI2 or KITTI layout, optionally from a checkpoint. Checkpoints every N steps; a rerun resumes.",
+    )
+    tr.add_argument("--detector", default="squeezedet", choices=["squeezedet"])
+    tr.add_argument("--data", nargs="+", required=True, help="PATH[:WEIGHT] … (weight default 1)")
+    tr.add_argument("--out", required=True, help="output folder (final.pt, train_log.jsonl)")
+    tr.add_argument("--size", type=_size, default=(188, 621), help="working WIDTHxHEIGHT (default 621x188)")
+    tr.add_argument("--iterations", type=int, default=2000)
+    tr.add_argument("--batch-size", type=int, default=8)
+    tr.add_argument("--lr", type=float, default=0.01)
+    tr.add_argument("--warmup", type=int, default=100)
+    tr.add_argument(
+        "--rerender", action="store_true", help="use γ(IR) images of VKITTI2 folders (identity re-rendered)"
+    )
+    tr.add_argument("--init", default=None, help="checkpoint to start from")
+    tr.add_argument("--model", default=None, help="detector options as JSON, e.g. '{\"width\": 0.5}'")
+    tr.add_argument("--checkpoint-every", type=int, default=500)
+    tr.add_argument("--device", default="cpu")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.set_defaults(func=cmd_train)
+    ev = groups.add_parser(
+        "eval",
+        help="recall and mAP of a checkpoint on a VKITTI2/KITTI folder (KITTI IoU thresholds)",
+        description="Detect on every frame of a folder and report recall and AP per class at KITTI's IoU "
+        "thresholds (Car 0.7, Pedestrian and Cyclist 0.5), computed with torchmetrics.",
+    )
+    ev.add_argument("--checkpoint", required=True)
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--rerender", action="store_true", help="use γ(IR) images of a VKITTI2 folder")
+    ev.add_argument("--out", default=None, help="write the metrics as JSON")
+    ev.add_argument("--device", default="cpu")
+    ev.set_defaults(func=cmd_eval)
 
     bench = groups.add_parser("bench", help="speed and memory benchmarks", description="Speed and memory benchmarks.")
     bsub = bench.add_subparsers(dest="command", metavar="<command>", required=True)

@@ -78,7 +78,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         if len(boxes):
             boxes[:, 0::2] = (boxes[:, 0::2] + 0.5) * (w / w0) - 0.5
             boxes[:, 1::2] = (boxes[:, 1::2] + 0.5) * (h / h0) - 0.5
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0
+        image = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
         if self.flip:
             gen = np.random.default_rng([self.seed, self.epoch, i])
             if gen.random() < 0.5:
