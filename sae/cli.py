@@ -73,6 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         size=args.size,
         iterations=args.iterations,
         batch_size=args.batch_size,
+        optimizer=args.optimizer,
         lr=args.lr,
         warmup=args.warmup,
         rerender=args.rerender,
@@ -277,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--iterations", type=int, default=2000)
     tr.add_argument("--batch-size", type=int, default=8)
     tr.add_argument("--lr", type=float, default=0.01)
+    tr.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     tr.add_argument("--warmup", type=int, default=100)
     tr.add_argument(
         "--rerender", action="store_true", help="use γ(IR) images of VKITTI2 folders (identity re-rendered)"

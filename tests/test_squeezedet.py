@@ -99,3 +99,13 @@ def test_kmeans_anchors_find_the_box_shapes():
     found = torch.tensor(kmeans_anchors(wh, k=3))
     for s in shapes:
         assert ((found - s).abs().max(dim=1).values < 3).any()
+
+
+def test_batch_norm_variant_trains_in_train_mode():
+    torch.manual_seed(0)
+    model = SqueezeDet(SqueezeDetConfig(image_size=(H, W), width=0.25, batch_norm=True))
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    raw = model(torch.rand(2, 3, H, W))
+    terms = model.loss(raw, _targets())
+    terms["total"].backward()
+    assert all(torch.isfinite(v) for v in terms.values())

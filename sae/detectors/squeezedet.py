@@ -33,6 +33,8 @@ class SqueezeDetConfig:
         width: channel multiplier of every layer (1.0 = the original).
         anchors: 9 anchor shapes ``(w, h)`` in pixels at ``image_size``; None = KITTI's, scaled.
         dropout: before ConvDet.
+        batch_norm: add batch normalisation after every convolution (not in the original; it
+            makes training from scratch, as we must without downloadable weights, much faster).
         loss weights: box 5, positive confidence 75, negative confidence 100, class 1.
         delta_clip: largest |log| width/height delta decoded (numerical safety).
     """
@@ -47,6 +49,7 @@ class SqueezeDetConfig:
     w_conf_neg: float = 100.0
     w_class: float = 1.0
     delta_clip: float = 4.0
+    batch_norm: bool = False
     extra: dict = field(default_factory=dict)
 
     def anchor_shapes(self) -> tuple:
@@ -56,18 +59,23 @@ class SqueezeDetConfig:
         return tuple((w * sx, h * sy) for w, h in KITTI_ANCHORS)
 
 
+def _norm(channels: int, on: bool) -> nn.Module:
+    return nn.BatchNorm2d(channels) if on else nn.Identity()
+
+
 class Fire(nn.Module):
     """SqueezeNet's fire module: 1×1 squeeze, then 1×1 and 3×3 expands concatenated."""
 
-    def __init__(self, cin: int, squeeze: int, expand1: int, expand3: int):
+    def __init__(self, cin: int, squeeze: int, expand1: int, expand3: int, batch_norm: bool = False):
         super().__init__()
         self.squeeze = nn.Conv2d(cin, squeeze, 1)
         self.expand1 = nn.Conv2d(squeeze, expand1, 1)
         self.expand3 = nn.Conv2d(squeeze, expand3, 3, padding=1)
+        self.bn_s, self.bn_1, self.bn_3 = (_norm(c, batch_norm) for c in (squeeze, expand1, expand3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = F.relu(self.squeeze(x))
-        return torch.cat([F.relu(self.expand1(s)), F.relu(self.expand3(s))], dim=1)
+        s = F.relu(self.bn_s(self.squeeze(x)))
+        return torch.cat([F.relu(self.bn_1(self.expand1(s))), F.relu(self.bn_3(self.expand3(s)))], dim=1)
 
 
 class ConvDet(nn.Module):
@@ -119,7 +127,7 @@ class SqueezeDet(Detector):
         ]
         cin = ch(64)
         for i, (sq, ex) in enumerate(fires):
-            layers.append(Fire(cin, ch(sq), ch(ex), ch(ex)))
+            layers.append(Fire(cin, ch(sq), ch(ex), ch(ex), cfg.batch_norm))
             cin = 2 * ch(ex)
             if i in (1, 3):
                 layers.append(nn.MaxPool2d(3, 2, padding=1))

@@ -35,7 +35,8 @@ class TrainConfig:
         detector: ``squeezedet`` (``yolov3`` joins it).
         data: ``[(path, weight), …]`` folders in the VKITTI2/KITTI layout and their sampling weights.
         size: working ``(height, width)``.
-        iterations, batch_size, lr, momentum, weight_decay, warmup: SGD schedule (cosine decay).
+        iterations, batch_size, lr, momentum, weight_decay, warmup: the schedule (linear warm-up,
+            cosine decay); ``optimizer`` is ``sgd`` (Nesterov) or ``adam`` (AdamW).
         rerender: read VKITTI2 folders as γ(IR) (identity re-rendered) where the IR is stored.
         init: checkpoint to start from (weights only), or None.
         model: detector hyper-parameters (e.g. ``{"width": 0.5}``).
@@ -49,6 +50,7 @@ class TrainConfig:
     iterations: int = 2000
     batch_size: int = 8
     lr: float = 0.01
+    optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup: int = 100
@@ -136,12 +138,16 @@ def train(config: TrainConfig, out: str | os.PathLike, progress: bool = True) ->
         model.load_state_dict(init_model.state_dict())
     params_decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     params_other = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    optimizer = torch.optim.SGD(
-        [{"params": params_decay, "weight_decay": config.weight_decay}, {"params": params_other, "weight_decay": 0.0}],
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=True,
-    )
+    groups = [
+        {"params": params_decay, "weight_decay": config.weight_decay},
+        {"params": params_other, "weight_decay": 0.0},
+    ]
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+    elif config.optimizer == "adam":
+        optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    else:
+        raise ValueError(f"TrainConfig.optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
     start = 0
     last = out / "last.pt"
     if not last.is_file():
