@@ -139,9 +139,14 @@ def test_geometric_gradients_agree_with_finite_differences(name):
     assert sum(_agreement(results)) >= 0.75 * len(results), results
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(reason="target not reached yet: 35/40 translate, 32/40 rotate, 29/40 mesh cases within 25 %")
-@pytest.mark.parametrize("name", ["translate", "rotate", "mesh"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "translate",
+        "rotate",
+        pytest.param("mesh", marks=pytest.mark.xfail(reason="mesh: 35/40 cases within 25 %, the target is 36/40")),
+    ],
+)
 def test_geometric_gradients_meet_the_target(name):
     """The renderer issue's target: same sign and within 25 % in ≥ 90 % of random cases."""
     good = _agreement(_geometric_cases(name, 40, seed={"translate": 11, "rotate": 12, "mesh": 13}[name]))
@@ -164,3 +169,15 @@ def test_no_parameter_is_dead(half_scene):
     hidden = (~out.visible[0]) & s.obj_valid[0]
     for n in torch.nonzero(hidden).squeeze(1).tolist():
         assert theta["translate"].grad[0, n].abs().sum() == 0
+
+
+def test_soft_terminator_is_c1_and_exact_away_from_the_kink():
+    from sae.render.shading import soft_clamp_min
+
+    x = torch.linspace(-0.5, 0.5, 2001, dtype=torch.float64, requires_grad=True)
+    y = soft_clamp_min(x, 0.1)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    far = x.detach().abs() >= 0.1
+    assert torch.equal(y.detach()[far], x.detach().clamp_min(0.0)[far])
+    assert (g[1:] - g[:-1]).abs().max() < 0.01  # no jump in the derivative
+    assert 0.0 <= g.min() and g.max() <= 1.0

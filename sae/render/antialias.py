@@ -23,7 +23,10 @@ such faces to where it leaves them, and the sliver's colour fills that stretch o
 filter; otherwise a sliver popping over a pixel centre would make the image jump.
 
 An edge is used only by pixel pairs across its dominant direction (a mostly vertical edge by
-horizontal pairs, and vice versa); using both directions would count its motion twice.
+horizontal pairs, and vice versa); using both directions would count its motion twice. Edges
+between drawn faces of the same colour (a quad's diagonal, a cap's fan spokes) are no boundary
+at all: the search walks through them, so a pair near a vertex finds the real boundary beyond
+them, and never mistakes a diagonal for the silhouette next to it.
 """
 
 from __future__ import annotations
@@ -178,8 +181,17 @@ def antialias(
             every = torch.arange(face.numel(), device=face.device)
             other = torch.where(a_front, fmap[ib], fmap[ia])
             # 1) an edge of the front face
-            edge_k, s1_est = _edge_crossings(seg, sc, faces, face, every)
-            edge_face = face.clone()
+            if slivers:
+                # the first real boundary: walk out of the front face through its own quad
+                # diagonals and fan spokes (same colour on both sides), then keep the crossing
+                # if its edge is dominant for this pair direction.
+                front_px = torch.where(a_front, ia, ib)
+                edge_face, edge_k, s1_est = _same_colour_walk(
+                    seg, sc, faces, neighbours, front_faces, face, other, every, front_px, face_color_at
+                )
+            else:
+                edge_k, s1_est = _edge_crossings(seg, sc, faces, face, every)
+                edge_face = face.clone()
             own = edge_k >= 0
             # 2) the two faces' intersection, if the other face also covers the front centre
             todo = ~own & (other >= 0)
@@ -247,6 +259,49 @@ def antialias(
     return out.reshape(image.shape)
 
 
+#: Colour difference below which two faces count as one surface (a quad's two triangles).
+_SAME_COLOUR = 1e-4
+
+
+def _same_colour_walk(seg, sc, faces, neighbours, front_faces, face, other, rows, front_px, face_color_at):
+    """Follow each segment ``rows`` out of its front face, on through drawn faces of the same
+    colour (up to :data:`_SLIVER_STEPS` of them), to the first edge across which the colour
+    changes. Returns that edge's face and index (-1 where there is none, or where the edge is not
+    dominant for the pair direction) and the crossing's distance. No grad."""
+    cur = face[rows]
+    px = front_px[rows]
+    base = face_color_at(cur, px)
+    out_f = cur.clone()
+    out_k = torch.full_like(cur, -1)
+    out_s = torch.full(cur.shape, 2.0, dtype=sc.dtype, device=sc.device)
+    entry = None
+    alive = torch.ones_like(cur, dtype=torch.bool)
+    for step in range(_SLIVER_STEPS + 1):
+        k, s = _edge_crossings(seg, sc, faces, cur, rows, dominant_only=False, after=entry)
+        found = alive & (k >= 0)
+        kk = k.clamp_min(0)
+        nxt = neighbours[cur, kk]
+        cont = found & (nxt >= 0) & front_faces[nxt.clamp_min(0)] & (nxt != other[rows])
+        if cont.any():
+            cont &= (face_color_at(nxt.clamp_min(0), px) - base).abs().amax(dim=1) <= _SAME_COLOUR
+        if step == _SLIVER_STEPS:
+            cont = torch.zeros_like(cont)
+        stop = found & ~cont
+        tri = sc[faces[cur]]
+        p = tri.gather(1, kk.view(-1, 1, 1).expand(-1, 1, 3)).squeeze(1)
+        q = tri.gather(1, ((kk + 1) % 3).view(-1, 1, 1).expand(-1, 1, 3)).squeeze(1)
+        hit = stop & seg.dominant(p, q)
+        out_f = torch.where(hit, cur, out_f)
+        out_k = torch.where(hit, k, out_k)
+        out_s = torch.where(hit, s, out_s)
+        alive = cont
+        if not alive.any():
+            break
+        cur = torch.where(alive, nxt, cur)
+        entry = torch.where(alive, s, torch.full_like(s, 3.0))
+    return out_f, out_k, out_s
+
+
 def _follow_slivers(seg, sc, faces, neighbours, front_faces, face, other, by_edge, own, ek, ef, s1_est):
     """Pairs whose front-face crossing edge is a crease to drawn faces showing at neither pixel:
     walk through up to :data:`_SLIVER_STEPS` of them to where the segment leaves. Returns the
@@ -265,7 +320,7 @@ def _follow_slivers(seg, sc, faces, neighbours, front_faces, face, other, by_edg
     last_k = torch.full_like(cur, -1)
     alive = torch.ones_like(cur, dtype=torch.bool)
     for _ in range(_SLIVER_STEPS):
-        k_out, s_out = _edge_crossings(seg, sc, faces, cur, rows, after=entry)
+        k_out, s_out = _edge_crossings(seg, sc, faces, cur, rows, dominant_only=False, after=entry)
         step = alive & (k_out >= 0)
         last_face = torch.where(step, cur, last_face)
         last_k = torch.where(step, k_out, last_k)
@@ -275,7 +330,15 @@ def _follow_slivers(seg, sc, faces, neighbours, front_faces, face, other, by_edg
         cur = torch.where(alive, nxt, cur)
         if not alive.any():
             break
-    keep = last_k >= 0
+    # the segment must leave the slivers through an edge dominant for its direction (bounded
+    # derivatives), and within the walk
+    keep = (last_k >= 0) & ~alive
+    if keep.any():
+        tri = sc[faces[last_face.clamp_min(0)]]
+        kk = last_k.clamp_min(0)
+        p = tri.gather(1, kk.view(-1, 1, 1).expand(-1, 1, 3)).squeeze(1)
+        q = tri.gather(1, ((kk + 1) % 3).view(-1, 1, 1).expand(-1, 1, 3)).squeeze(1)
+        keep &= seg.dominant(p, q)
     first = nbr[idx][keep]
     lf, lk = last_face[keep], last_k[keep]
     return idx[keep], first, (faces[lf, lk], faces[lf, (lk + 1) % 3])

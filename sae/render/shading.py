@@ -72,8 +72,22 @@ def face_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return n / n.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+#: Half-width of the smoothed terminator: ``n·l`` within it gets a quadratic ramp instead of
+#: the kink of ``max(0, n·l)``, so that a face turning towards the sun brightens with a continuous
+#: derivative (a large face sitting at the kink would otherwise make a geometric gradient jump).
+_TERMINATOR = 0.1
+
+
+def soft_clamp_min(x: torch.Tensor, width: float) -> torch.Tensor:
+    """``max(0, x)`` with the kink replaced by ``(x + w)² / 4w`` on ``|x| < w`` (C¹, exact
+    outside)."""
+    ramp = (x + width).clamp_min(0.0) ** 2 / (4 * width)
+    return torch.where(x >= width, x, ramp)
+
+
 def shade_faces(albedo: torch.Tensor, normals: torch.Tensor, face_batch: torch.Tensor, light: Lighting) -> torch.Tensor:
-    """Flat Lambertian + ambient shading: ``albedo · (ambient + sun · max(0, n·l)) · colour``.
+    """Flat Lambertian + ambient shading: ``albedo · (ambient + sun · max(0, n·l)) · colour``,
+    the ``max`` smoothed within :data:`_TERMINATOR` of the terminator (:func:`soft_clamp_min`).
 
     Args:
         albedo: ``(F, 3)``. normals: ``(F, 3)``. face_batch: ``(F,)`` image of each face.
@@ -82,6 +96,6 @@ def shade_faces(albedo: torch.Tensor, normals: torch.Tensor, face_batch: torch.T
         ``(F, 3)`` shaded linear RGB.
     """
     l = light.sun_dir[face_batch]
-    lambert = (normals * l).sum(dim=1).clamp_min(0.0)
+    lambert = soft_clamp_min((normals * l).sum(dim=1), _TERMINATOR)
     level = light.ambient[face_batch] + light.sun[face_batch] * lambert
     return albedo * level.unsqueeze(1) * light.color[face_batch]
