@@ -13,6 +13,7 @@ import resource
 import subprocess
 import sys
 import time
+from functools import partial
 
 import torch
 
@@ -100,6 +101,89 @@ def profile_stages(height: int = 375, width: int = 1242, batch: int = 8) -> list
     rows = [(e.key, e.cpu_time_total / 1e6) for e in prof.key_averages()]
     rows.sort(key=lambda r: -r[1])
     return rows
+
+
+def _train_step(net, opt, images, targets) -> None:
+    net.train()
+    loss = net.loss(net(images), targets)["total"]
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def _infer(net, images) -> None:
+    net.eval()
+    with torch.no_grad():
+        net.decode(net(images))
+
+
+def run_detect_bench(
+    detectors, sizes, batches, repeats: int = 3, device: str = "cpu", model: dict | None = None
+) -> list[dict]:
+    """Train steps/s (forward, loss, backward, SGD step) and inference images/s (forward + decode)."""
+    from sae.detectors.train import build_detector
+
+    results = []
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for name in detectors:
+        for height, width in sizes:
+            net = build_detector(name, (height, width), model or {}).to(device)
+            opt = torch.optim.SGD(net.parameters(), lr=1e-4)
+            for batch in batches:
+                gen = torch.Generator().manual_seed(0)
+                images = torch.rand(batch, 3, height, width, generator=gen).to(device)
+                targets = [
+                    {
+                        "boxes": torch.tensor(
+                            [
+                                [0.1 * width, 0.3 * height, 0.3 * width, 0.6 * height],
+                                [0.5 * width, 0.4 * height, 0.7 * width, 0.8 * height],
+                            ]
+                        ).to(device),
+                        "labels": torch.tensor([0, 1]).to(device),
+                    }
+                    for _ in range(batch)
+                ]
+
+                step = partial(_train_step, net, opt, images, targets)
+                infer = partial(_infer, net, images)
+                row = {
+                    "detector": name,
+                    "height": height,
+                    "width": width,
+                    "batch": batch,
+                    "device": device,
+                    "parameters": sum(p.numel() for p in net.parameters()),
+                }
+                for key, fn in (("train", step), ("infer", infer)):
+                    fn()
+                    sync()
+                    times = []
+                    for _ in range(repeats):
+                        t0 = time.perf_counter()
+                        fn()
+                        sync()
+                        times.append(time.perf_counter() - t0)
+                    row[f"{key}_s"] = min(times)
+                results.append(row)
+    return results
+
+
+def format_detect_table(results: list[dict]) -> str:
+    lines = [
+        "| detector | size | batch | params | train steps/s | train img/s | inference img/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['detector']} | {r['width']}×{r['height']} | {r['batch']} | {r['parameters'] / 1e6:.2f} M | "
+            f"{1 / r['train_s']:.2f} | {r['batch'] / r['train_s']:.1f} | {r['batch'] / r['infer_s']:.1f} |"
+        )
+    if results:
+        lines.append(
+            f"\ndevice: {results[0]['device']}, torch threads: {torch.get_num_threads()}, torch {torch.__version__}"
+        )
+    return "\n".join(lines)
 
 
 def run_render_bench(sizes, batches, repeats: int = 3, device: str = "cpu", threads: int | None = None) -> list[dict]:

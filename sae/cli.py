@@ -100,6 +100,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     preds, targets = predict(model, ds, device=args.device, progress=True)
     result = evaluate(preds, targets)
     print(json.dumps(result, indent=2))
+    if args.figure:
+        import torch
+
+        from sae.data.figure import detections_grid
+
+        n = min(4, len(ds))
+        images = torch.stack([ds[i][0] for i in range(n)])
+        print(f"wrote {detections_grid(images, preds[:n], args.figure)}")
     if args.out:
         from sae.data.vkitti import _atomic_write_text
 
@@ -175,6 +183,20 @@ def cmd_data_figure(args: argparse.Namespace) -> int:
     from sae.data.figure import variation_grid
 
     print(f"wrote {variation_grid(args.data, args.out, scene=args.scene, frame=args.frame)}")
+    return 0
+
+
+def cmd_bench_detect(args: argparse.Namespace) -> int:
+    import json
+
+    from sae.bench import format_detect_table, run_detect_bench
+
+    model = json.loads(args.model) if args.model else None
+    print(
+        format_detect_table(
+            run_detect_bench(args.detectors, args.sizes, args.batches, args.repeats, args.device, model)
+        )
+    )
     return 0
 
 
@@ -300,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--rerender", action="store_true", help="use γ(IR) images of a VKITTI2 folder")
     ev.add_argument("--out", default=None, help="write the metrics as JSON")
     ev.add_argument("--device", default="cpu")
+    ev.add_argument("--figure", default=None, help="also draw detections on the first frames to this PNG")
     ev.set_defaults(func=cmd_eval)
 
     bench = groups.add_parser("bench", help="speed and memory benchmarks", description="Speed and memory benchmarks.")
@@ -330,6 +353,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="also print the N most expensive operators (default N: 15)",
     )
     br.set_defaults(func=cmd_bench_render)
+    bd = bsub.add_parser(
+        "detect",
+        help="detector train steps/s and inference images/s",
+        description="Time a training step (forward, loss, backward, SGD step) and inference (forward + NMS) of "
+        "each detector on random images; print a Markdown table.",
+    )
+    from sae.detectors.train import DETECTORS
+
+    bd.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS))
+    bd.add_argument(
+        "--sizes",
+        type=_size,
+        nargs="+",
+        default=[FULL_SIZE, WORKING_SIZE],
+        help="WIDTHxHEIGHT sizes (default: 1242x375 621x188)",
+    )
+    bd.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes (default: 1 8)")
+    bd.add_argument("--repeats", type=int, default=2, help="timed runs; the best is kept")
+    bd.add_argument("--device", default="cpu")
+    bd.add_argument("--model", default=None, help="detector options as JSON, e.g. '{\"width\": 0.5}'")
+    bd.set_defaults(func=cmd_bench_detect)
     return parser
 
 

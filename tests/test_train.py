@@ -125,10 +125,13 @@ def test_train_and_eval_cli(data, tmp_path, capsys):
                 str(data / "eval" / "vkitti2"),
                 "--out",
                 str(tmp_path / "m.json"),
+                "--figure",
+                str(tmp_path / "det.png"),
             ]
         )
         == 0
     )
+    assert (tmp_path / "det.png").stat().st_size > 10_000
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert set(metrics) == {"recall", "mAP", "per_class"} and "Car" in metrics["per_class"]
     assert main(["eval", "--checkpoint", str(tmp_path / "missing.pt"), "--data", str(data)]) == 2

@@ -57,6 +57,45 @@ def variation_grid(data: str | os.PathLike, out: str | os.PathLike, scene: str |
                 axes[row, c].set_title(title, fontsize=10)
     fig.suptitle(f"{scene}, frame {frame}: the Virtual KITTI variations and their labels", fontsize=11)
     fig.tight_layout()
+    return _save(fig, out)
+
+
+def detections_grid(images, detections, out: str | os.PathLike, score_threshold: float = 0.3, columns: int = 2) -> Path:
+    """Images ``(N, 3, H, W)`` with their detections drawn in the paper's colours, in a grid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.patches as patches
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    rows = max(1, (n + columns - 1) // columns)
+    h, w = images.shape[-2:]
+    fig, axes = plt.subplots(rows, columns, figsize=(7 * columns, 7 * rows * h / w + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i in range(n):
+        ax = axes.flat[i]
+        ax.imshow((images[i].permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8))
+        d = detections[i]
+        for box, score, label in zip(d["boxes"].tolist(), d["scores"].tolist(), d["labels"].tolist(), strict=True):
+            if score < score_threshold:
+                continue
+            colour = BOX_COLORS[DETECTION_CLASSES[label]]
+            ax.add_patch(
+                patches.Rectangle(
+                    (box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False, edgecolor=colour, linewidth=1.0
+                )
+            )
+            ax.text(box[0], box[1] - 1, f"{score:.2f}", color=colour, fontsize=6)
+    fig.suptitle("detections (cyan car, purple pedestrian, yellow cyclist)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def _save(fig, out) -> Path:
+    import matplotlib.pyplot as plt
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".png")
