@@ -162,10 +162,10 @@ def cmd_data_read(args: argparse.Namespace) -> int:
 
 
 def cmd_data_derender(args: argparse.Namespace) -> int:
-    from sae.data.vkitti import VKITTI2
+    from sae.detectors.data import open_dataset
     from sae.scene.derender import identity_report
 
-    ds = VKITTI2(args.data)
+    ds = open_dataset(args.data)
     n = len(ds) if args.limit is None else min(args.limit, len(ds))
     report = identity_report((ds[i] for i in range(n)), size=args.size)
     if args.out:
@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         "background inpainted), re-render it and report the PSNR against the photo and the IoU of the re-rendered "
         "boxes with the annotated ones.",
     )
-    der.add_argument("--data", required=True, help="a VKITTI2 root")
+    der.add_argument("--data", required=True, help="a VKITTI2 root or a KITTI folder")
     der.add_argument("--limit", type=int, default=None, help="at most this many frames")
     der.add_argument("--size", type=_size, default=None, help="working WIDTHxHEIGHT (default: the frames' size)")
     der.add_argument("--out", default=None, help="also write the report as Markdown (and .csv beside it)")

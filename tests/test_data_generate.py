@@ -163,6 +163,9 @@ def test_derender_recovers_the_objects_and_a_close_image(smoke_data):
     report = identity_report([ds[i] for i in range(len(ds))])
     assert report["box_iou"] >= 0.9 and report["boxes"] > 5
     assert 20 <= report["psnr_db"] < 60
+    # a KITTI frame (no depth, class or instance maps) de-renders from its boxes
+    kitti_report = identity_report([KITTI(out / "eval" / "kitti")[i] for i in range(2)])
+    assert kitti_report["box_iou"] >= 0.8 and kitti_report["psnr_db"] > 15
     # at a smaller working size too
     half = identity_report([ds[0]], size=(47, 155))
     assert half["frames"] == 1 and half["box_iou"] > 0.6

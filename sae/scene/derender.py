@@ -12,6 +12,10 @@ From a :class:`~sae.data.records.Frame` (an image plus the data set's ground tru
 * **camera** from the frame's intrinsics (scaled to the working size) and a ground plane at the
   objects' median bottom height.
 
+A KITTI frame has boxes but no depth, class or instance maps: β then takes the objects' pixels
+from their 2-D boxes, the depth from the ground plane (objects at their annotated distance) and
+leaves the classes ``Undefined``.
+
 Identity re-rendering γ(β(x)) differs from the photo x (our templates are not the real cars):
 :func:`identity_report` measures by how much (PSNR, and the IoU of the re-rendered boxes with the
 annotated ones).
@@ -55,11 +59,10 @@ def derender(frame: Frame, size: tuple[int, int] | None = None, dtype: torch.dty
     """β: an IR of ``frame`` at ``size = (height, width)`` (default: the frame's own size)."""
     import cv2
 
-    if frame.depth is None or frame.classes is None or frame.instance is None:
-        raise ValueError(f"{frame.name or 'frame'}: β needs depth, class and instance maps (a VKITTI2 frame)")
     h0, w0 = frame.rgb.shape[:2]
     h, w = size if size is not None else (h0, w0)
     objects = [o for o in frame.objects if o.detection_class >= 0]
+    frame = _complete(frame, objects)
     # Pixels of annotated objects, slightly grown so that their anti-aliased rims go too.
     object_mask = np.isin(frame.instance, [o.track_id for o in objects if o.track_id >= 0])
     grown = cv2.dilate(object_mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
@@ -129,6 +132,37 @@ def derender(frame: Frame, size: tuple[int, int] | None = None, dtype: torch.dty
         foliage=torch.zeros(1, 4, dtype=torch.float64),
     )
     return scene.to(dtype=dtype).validate()
+
+
+def _complete(frame: Frame, objects) -> Frame:
+    """Fill what a KITTI frame lacks (it has boxes, but no depth, class or instance maps):
+    instances from the 2-D boxes (nearer objects on top), depth from the ground plane below the
+    horizon and far above it, classes ``Undefined`` (so no sky or foliage effects apply)."""
+    import dataclasses
+
+    h0, w0 = frame.rgb.shape[:2]
+    changes = {}
+    if frame.instance is None:
+        instance = np.full((h0, w0), -1, dtype=np.int64)
+        for k, o in sorted(enumerate(objects), key=lambda ko: -ko[1].location[2]):
+            o.track_id = o.track_id if o.track_id >= 0 else k
+            left, top, right, bottom = (int(round(v)) for v in o.box)
+            instance[max(top, 0) : bottom + 1, max(left, 0) : right + 1] = o.track_id
+        changes["instance"] = instance
+    if frame.depth is None:
+        fy, cy = frame.K[1, 1], frame.K[1, 2]
+        height = float(np.median([o.location[1] for o in objects])) if objects else 1.65
+        rows = (np.arange(h0, dtype=np.float64) - cy) / fy
+        ground = np.where(rows > 1e-3, height / np.maximum(rows, 1e-3), FAR_DEPTH)
+        depth = np.repeat(np.minimum(ground, FAR_DEPTH)[:, None], w0, axis=1).astype(np.float32)
+        for o in objects:  # object pixels at the object's distance
+            left, top, right, bottom = (int(round(v)) for v in o.box)
+            depth[max(top, 0) : bottom + 1, max(left, 0) : right + 1] = o.location[2]
+        changes["depth"] = depth
+    if frame.classes is None:
+        changes["class_names"] = ("Undefined",)
+        changes["classes"] = np.zeros((h0, w0), dtype=np.int64)
+    return dataclasses.replace(frame, **changes) if changes else frame
 
 
 def box_iou(a, b) -> float:
