@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a detector (SGD, warm-up and cosine decay, flips) on a weighted mix of data sets in "
         "the VKITTI2 or KITTI layout, optionally from a checkpoint. Checkpoints every N steps; a rerun resumes.",
     )
-    tr.add_argument("--detector", default="squeezedet", choices=["squeezedet"])
+    tr.add_argument("--detector", default="squeezedet", choices=["squeezedet", "yolov3"])
     tr.add_argument("--data", nargs="+", required=True, help="PATH[:WEIGHT] … (weight default 1)")
     tr.add_argument("--out", required=True, help="output folder (final.pt, train_log.jsonl)")
     tr.add_argument("--size", type=_size, default=(188, 621), help="working WIDTHxHEIGHT (default 621x188)")

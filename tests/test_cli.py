@@ -54,6 +54,9 @@ def test_bench_render_prints_a_table():
 
 
 def test_bench_detect_prints_a_table(capsys):
-    assert main(["bench", "detect", "--sizes", "160x48", "--batches", "1", "--repeats", "1"]) == 0
+    assert (
+        main(["bench", "detect", "--detectors", "squeezedet", "--sizes", "160x48", "--batches", "1", "--repeats", "1"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| squeezedet | 160×48 | 1 |" in out and "inference img/s" in out

@@ -220,3 +220,28 @@ def test_export_writes_an_sae_set_readable_in_both_layouts(smoke_data, tmp_path)
         )
     pixel = back.read_frame(next(k for k in back.sequences if k.scene == "Scene09"), 0)
     assert abs(pixel.rgb.astype(int) - noisy.astype(int)).mean() < 3  # its own pixels (JPEG aside)
+
+
+def test_stereo_pair_follows_the_vkitti_baseline(smoke_data):
+    from sae.data.street import STEREO_BASELINE
+
+    out, _ = smoke_data
+    ds = VKITTI2(out / "finetune" / "vkitti2", cameras=(0, 1))
+    assert len(ds) == 2 * len(VKITTI2(out / "finetune" / "vkitti2"))
+    key = ds.sequences[0]
+    left, right = ds.read_frame(key, 0, 0), ds.read_frame(key, 0, 1)
+    assert right.extrinsic[0, 3] == pytest.approx(-STEREO_BASELINE)
+    shared = {o.track_id: o for o in left.objects}.keys() & {o.track_id: o for o in right.objects}.keys()
+    assert len(shared) >= 3
+    by_l = {o.track_id: o for o in left.objects}
+    by_r = {o.track_id: o for o in right.objects}
+    for t in shared:
+        assert by_r[t].location[0] == pytest.approx(by_l[t].location[0] - STEREO_BASELINE, abs=1e-5)
+        assert by_r[t].world_location == pytest.approx(by_l[t].world_location, abs=1e-5)
+        if by_l[t].truncation == 0 and by_r[t].truncation == 0:
+            assert by_r[t].box[0] <= by_l[t].box[0]  # seen from the right, things move left
+    ir = Scene.load(ds.file(key, "ir", 1, 0))
+    assert torch.allclose(
+        ir.obj_location[..., 0][ir.obj_valid],
+        Scene.load(ds.file(key, "ir", 0, 0)).obj_location[..., 0][ir.obj_valid] - STEREO_BASELINE,
+    )

@@ -11,13 +11,13 @@ import math
 
 import pytest
 import torch
+from scenes import one_object_scene
 
-from sae.data.street import intrinsics
 from sae.render.geometry import pack_meshes, pose_vertices, project
 from sae.render.renderer import render
 from sae.scene import editor
-from sae.scene.ffd import NUM_CONTROL, bottom_layer_mask
-from sae.scene.ir import FAR_DEPTH, SEM, Scene
+from sae.scene.ffd import bottom_layer_mask
+from sae.scene.ir import Scene
 
 
 def _smooth_weights(h: int, w: int, gen: torch.Generator) -> torch.Tensor:
@@ -69,30 +69,15 @@ def test_appearance_gradients_match_finite_differences(half_scene, name):
 
 def _car_scene(gen: torch.Generator, h: int, w: int) -> Scene:
     """One random car (template, pose, distance 8–30 m) over a uniform background."""
-    dt = torch.float64
 
     def u(a, b):
-        return a + (b - a) * torch.rand((), generator=gen, dtype=dt).item()
+        return a + (b - a) * torch.rand((), generator=gen, dtype=torch.float64).item()
 
-    return Scene(
-        bg_color=torch.full((1, h, w, 3), 0.5, dtype=dt),
-        bg_depth=torch.full((1, h, w), FAR_DEPTH, dtype=dt),
-        bg_semantic=torch.full((1, h, w), SEM["Road"], dtype=torch.int64),
-        K=intrinsics(h, w).unsqueeze(0),
-        ground=torch.tensor([[0.0, -1.0, 0.0, 1.65]], dtype=dt),
-        sun_azimuth=torch.tensor([0.7], dtype=dt),
-        obj_valid=torch.ones(1, 1, dtype=torch.bool),
-        obj_class=torch.zeros(1, 1, dtype=torch.int64),
-        obj_template=torch.randint(0, 3, (1, 1), generator=gen),
-        obj_dims=torch.tensor([[[1.5, 1.8, 4.4]]], dtype=dt),
-        obj_location=torch.tensor([[[u(-4, 4), 1.65, u(8, 30)]]], dtype=dt),
-        obj_rotation_y=torch.tensor([[u(-math.pi, math.pi)]], dtype=dt),
-        obj_ffd=torch.zeros(1, 1, NUM_CONTROL, 3, dtype=dt),
-        obj_color=torch.rand(1, 1, 3, generator=gen, dtype=dt),
-        obj_track_id=torch.zeros(1, 1, dtype=torch.int64),
-        weather=torch.zeros(1, 4, dtype=dt),
-        foliage=torch.zeros(1, 4, dtype=dt),
-    )
+    template = int(torch.randint(0, 3, (1, 1), generator=gen))
+    location = (u(-4, 4), 1.65, u(8, 30))
+    rotation_y = u(-math.pi, math.pi)
+    color = torch.rand(3, generator=gen, dtype=torch.float64)
+    return one_object_scene(template, location, rotation_y, color, h, w)
 
 
 def _pixel_step(scene: Scene, name: str, direction: torch.Tensor, obj: int, pixels: float = 1.0) -> float:

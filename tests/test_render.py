@@ -2,11 +2,11 @@ import math
 
 import pytest
 import torch
+from scenes import one_object_scene
 
-from sae.data.street import intrinsics, street_scene
+from sae.data.street import street_scene
 from sae.render.renderer import get_renderer, render
 from sae.scene import editor
-from sae.scene.ffd import NUM_CONTROL
 from sae.scene.ir import FAR_DEPTH, SEM, Scene
 from sae.scene.templates import template_id
 
@@ -20,26 +20,7 @@ def _one_object_scene(
     w: int = 311,
     bg_depth: float = FAR_DEPTH,
 ) -> Scene:
-    dt = torch.float64
-    return Scene(
-        bg_color=torch.full((1, h, w, 3), 0.5, dtype=dt),
-        bg_depth=torch.full((1, h, w), bg_depth, dtype=dt),
-        bg_semantic=torch.full((1, h, w), SEM["Road"], dtype=torch.int64),
-        K=intrinsics(h, w).unsqueeze(0),
-        ground=torch.tensor([[0.0, -1.0, 0.0, 1.65]], dtype=dt),
-        sun_azimuth=torch.tensor([0.7], dtype=dt),
-        obj_valid=torch.ones(1, 1, dtype=torch.bool),
-        obj_class=torch.zeros(1, 1, dtype=torch.int64),
-        obj_template=torch.tensor([[template_id(template)]]),
-        obj_dims=torch.tensor([[[1.5, 1.8, 4.4]]], dtype=dt),
-        obj_location=torch.tensor([[[x, 1.65, z]]], dtype=dt),
-        obj_rotation_y=torch.tensor([[ry]], dtype=dt),
-        obj_ffd=torch.zeros(1, 1, NUM_CONTROL, 3, dtype=dt),
-        obj_color=torch.tensor([[[0.7, 0.1, 0.1]]], dtype=dt),
-        obj_track_id=torch.zeros(1, 1, dtype=torch.int64),
-        weather=torch.zeros(1, 4, dtype=dt),
-        foliage=torch.zeros(1, 4, dtype=dt),
-    ).validate()
+    return one_object_scene(template_id(template), (x, 1.65, z), ry, (0.7, 0.1, 0.1), h, w, bg_depth)
 
 
 def test_boxes_are_the_tight_boxes_of_the_masks(half_scene):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from sae.data.records import DETECTION_CLASSES
 from sae.data.vkitti import VKITTI2, class_colors
+from sae.figures import pyplot, save_figure
 
 #: Box colours by detection class (the paper's Figure 2: cyan car, purple pedestrian, yellow cyclist).
 BOX_COLORS = {"Car": (0.0, 1.0, 1.0), "Pedestrian": (0.62, 0.2, 0.85), "Cyclist": (1.0, 0.92, 0.0)}
@@ -17,11 +17,9 @@ BOX_COLORS = {"Car": (0.0, 1.0, 1.0), "Pedestrian": (0.62, 0.2, 0.85), "Cyclist"
 
 def variation_grid(data: str | os.PathLike, out: str | os.PathLike, scene: str | None = None, frame: int = 0) -> Path:
     """Rows: the variations of one scene's frame; columns: rgb with boxes, classes, depth."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.patches as patches
-    import matplotlib.pyplot as plt
+
+    plt = pyplot()
 
     ds = VKITTI2(data)
     scene = scene or ds.sequences[0].scene
@@ -57,16 +55,14 @@ def variation_grid(data: str | os.PathLike, out: str | os.PathLike, scene: str |
                 axes[row, c].set_title(title, fontsize=10)
     fig.suptitle(f"{scene}, frame {frame}: the Virtual KITTI variations and their labels", fontsize=11)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def detections_grid(images, detections, out: str | os.PathLike, score_threshold: float = 0.3, columns: int = 2) -> Path:
     """Images ``(N, 3, H, W)`` with their detections drawn in the paper's colours, in a grid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.patches as patches
-    import matplotlib.pyplot as plt
+
+    plt = pyplot()
 
     n = len(images)
     rows = max(1, (n + columns - 1) // columns)
@@ -90,20 +86,4 @@ def detections_grid(images, detections, out: str | os.PathLike, score_threshold:
             ax.text(box[0], box[1] - 1, f"{score:.2f}", color=colour, fontsize=6)
     fig.suptitle("detections (cyan car, purple pedestrian, yellow cyclist)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out)
-
-
-def _save(fig, out) -> Path:
-    import matplotlib.pyplot as plt
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        plt.close(fig)
-    return out
+    return save_figure(fig, out)

@@ -30,7 +30,7 @@ import torch
 
 from sae.data import kitti, vkitti
 from sae.data.records import Frame, ObjectAnnotation, observation_angle
-from sae.data.street import CAMERA_HEIGHT, MODEL_NAMES, color_name, street_world, world_scene
+from sae.data.street import CAMERA_HEIGHT, MODEL_NAMES, STEREO_BASELINE, color_name, street_world, world_scene
 from sae.render.geometry import pack_meshes, pose_vertices, project
 from sae.render.raster import NEAR_PLANE, rasterize
 from sae.render.renderer import RenderOutput, render
@@ -65,6 +65,8 @@ class Scale:
         variations: VKITTI variations rendered for every sequence.
         stride: metres the camera drives between two written frames.
         objects: ``(cars, pedestrians, cyclists)`` per street.
+        cameras: VKITTI2 cameras rendered for the sequences (0 left, 1 right of the stereo pair);
+            the KITTI export holds Camera_0 (KITTI's ``image_2`` is the left colour camera).
     """
 
     size: tuple[int, int]
@@ -74,11 +76,12 @@ class Scale:
     variations: tuple[str, ...] = tuple(VARIATION_CODES)
     stride: float = 4.0
     objects: tuple[int, int, int] = (9, 2, 1)
+    cameras: tuple[int, ...] = (0, 1)
 
 
 SCALES = {
     "smoke": Scale(size=(94, 310), pretrain_frames=8, finetune=(2, 2), eval=(1, 2), variations=("clone", "fog")),
-    "default": Scale(size=(188, 621), pretrain_frames=300, finetune=(5, 10), eval=(2, 5)),
+    "default": Scale(size=(375, 1242), pretrain_frames=300, finetune=(5, 10), eval=(2, 5)),
     "paper": Scale(size=(375, 1242), pretrain_frames=7481, finetune=(5, 212), eval=(3, 49)),
 }
 
@@ -108,7 +111,9 @@ def unoccluded_pixel_counts(scene: Scene) -> torch.Tensor:
     return torch.bincount(packed.face_obj[frags.pixel_faces], minlength=b * n).reshape(b, n)
 
 
-def annotate(scene: Scene, out: RenderOutput, world=None, frame: int = 0, index: int = 0) -> list[ObjectAnnotation]:
+def annotate(
+    scene: Scene, out: RenderOutput, world=None, frame: int = 0, index: int = 0, camera_x: float = 0.0
+) -> list[ObjectAnnotation]:
     """Annotations of image ``index`` of a rendered batch: every object with a visible pixel."""
     h, w = scene.height, scene.width
     solo = unoccluded_pixel_counts(scene[index])[0]
@@ -130,7 +135,7 @@ def annotate(scene: Scene, out: RenderOutput, world=None, frame: int = 0, index:
         track = int(scene.obj_track_id[index, n])
         moving = bool(world is not None and any(v != 0 for v in world.objects[track]["velocity"]))
         ground = float(scene.ground[index, 3])  # camera height, in the scene's precision
-        world_loc = (x, y - ground, z + frame) if world is not None else (x, y, z)
+        world_loc = (x + camera_x, y - ground, z + frame) if world is not None else (x, y, z)
         objects.append(
             ObjectAnnotation(
                 track_id=track,
@@ -155,7 +160,12 @@ def annotate(scene: Scene, out: RenderOutput, world=None, frame: int = 0, index:
 
 
 def to_frame(
-    scene: Scene, out: RenderOutput, objects: list[ObjectAnnotation], camera_z: float = 0.0, index: int = 0
+    scene: Scene,
+    out: RenderOutput,
+    objects: list[ObjectAnnotation],
+    camera_z: float = 0.0,
+    index: int = 0,
+    camera_x: float = 0.0,
 ) -> Frame:
     """The :class:`Frame` record (uint8 rgb, depth, VKITTI classes, track-id instances)."""
     rgb = (out.image[index].detach().clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
@@ -176,6 +186,7 @@ def to_frame(
     instance[covered] = tracks[slot[covered]]
     extrinsic = np.eye(4)
     extrinsic[2, 3] = -camera_z  # world → camera: the camera drove camera_z metres along +z
+    extrinsic[0, 3] = -camera_x  # … and sits camera_x metres right of the rig's left camera
     extrinsic[1, 3] = CAMERA_HEIGHT  # world y = 0 on the ground, camera y = CAMERA_HEIGHT there
     return Frame(
         rgb=rgb,
@@ -222,10 +233,12 @@ class Task:
     size: tuple[int, int]
     stride: float
     objects: tuple[int, int, int]
+    camera: int = 0
 
     @property
     def part(self) -> str:
-        return f".parts/{self.split}/{self.scene or 'kitti'}/{self.variation}/{self.frame:05d}.json"
+        where = f"{self.split}/{self.scene or 'kitti'}/{self.variation}"
+        return f".parts/{where}/{self.frame:05d}" + (f"_c{self.camera}" if self.camera else "") + ".json"
 
 
 def plan(scale: Scale, seed: int) -> list[Task]:
@@ -243,9 +256,22 @@ def plan(scale: Scale, seed: int) -> list[Task]:
             world_seed = _seed(seed, split, name)
             for variation in scale.variations:
                 for f in range(n_frames):
-                    tasks.append(
-                        Task(split, name, variation, f, k, world_seed, scale.size, scale.stride, scale.objects)
-                    )
+                    for camera in scale.cameras:
+                        index = k if camera == 0 else -1  # KITTI holds the left camera only
+                        tasks.append(
+                            Task(
+                                split,
+                                name,
+                                variation,
+                                f,
+                                index,
+                                world_seed,
+                                scale.size,
+                                scale.stride,
+                                scale.objects,
+                                camera,
+                            )
+                        )
                     k += 1
         first_scene += n_scenes
     return tasks
@@ -268,21 +294,23 @@ def run_task(out: Path, task: Task) -> dict:
         return json.loads(part.read_text())
     world = street_world(task.world_seed, *task.objects)
     frame_no = task.frame * task.stride if task.scene else _seed(task.world_seed, "offset") % 40
-    scene = world_scene(world, frame_no, *task.size)
+    scene = world_scene(world, frame_no, *task.size, camera=task.camera)
     code = VARIATION_CODES.get(task.variation) or _pretrain_weather(task.world_seed)
     scene = scene.replace(weather=torch.tensor([code], dtype=scene.dtype))
     with torch.no_grad():
         rendered = render(scene)
-    objects = annotate(scene, rendered, world, int(frame_no))
-    record = to_frame(scene, rendered, objects, camera_z=float(frame_no))
+    camera_x = task.camera * STEREO_BASELINE
+    objects = annotate(scene, rendered, world, int(frame_no), camera_x=camera_x)
+    record = to_frame(scene, rendered, objects, camera_z=float(frame_no), camera_x=camera_x)
     if task.split == "pretrain":
         record.rgb = photographic_look(record.rgb, task.world_seed)
         kitti.write_frame(out / "pretrain" / "kitti", task.kitti_index, record)
     else:
         root = out / task.split / "vkitti2"
-        vkitti.write_frame_images(root, task.scene, task.variation, 0, task.frame, record)
-        scene.save(vkitti.frame_path(root, task.scene, task.variation, "ir", 0, task.frame))
-        kitti.write_frame(out / task.split / "kitti", task.kitti_index, record)
+        vkitti.write_frame_images(root, task.scene, task.variation, task.camera, task.frame, record)
+        scene.save(vkitti.frame_path(root, task.scene, task.variation, "ir", task.camera, task.frame))
+        if task.camera == 0:
+            kitti.write_frame(out / task.split / "kitti", task.kitti_index, record)
     info = {o.track_id: [o.label, o.model, o.color] for o in objects}
     for i, o in enumerate(world.objects):  # info.txt lists every track of the sequence
         info.setdefault(
@@ -353,7 +381,11 @@ def generate(
         "scale": scale_name,
         "seed": seed,
         "size": list(scale.size),
-        "splits": {split: sum(1 for t in tasks if t.split == split) for split in ("pretrain", "finetune", "eval")},
+        "splits": {
+            split: sum(1 for t in tasks if t.split == split and t.camera == 0)
+            for split in ("pretrain", "finetune", "eval")
+        },
+        "cameras": list(scale.cameras),
         "variations": list(scale.variations),
         "objects": sum(len(r["objects"]) for r in results),
         "seconds": round(elapsed, 1),
@@ -378,7 +410,7 @@ def _write_textgt(out: Path, results: list[dict]) -> None:
                 ObjectAnnotation(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in o.items()})
                 for o in r["objects"]
             ]
-            frames[(r["task"]["frame"], 0)] = Frame(
+            frames[(r["task"]["frame"], r["task"].get("camera", 0))] = Frame(
                 rgb=np.zeros((1, 1, 3), np.uint8),
                 objects=objects,
                 K=np.array(r["K"]),

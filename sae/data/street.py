@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 
 from sae.render.effects import noise_texture
-from sae.scene.ffd import NUM_CONTROL
 from sae.scene.ir import FAR_DEPTH, SEM, Scene
 from sae.scene.templates import CAR_TEMPLATES, template_id, templates
 
@@ -23,6 +22,8 @@ from sae.scene.templates import CAR_TEMPLATES, template_id, templates
 VKITTI_SIZE = (375, 1242)
 VKITTI_F, VKITTI_CX, VKITTI_CY = 725.0087, 620.5, 187.0
 CAMERA_HEIGHT = 1.65
+#: Virtual KITTI 2's stereo baseline: Camera_1 sits this far to the right of Camera_0 (m).
+STEREO_BASELINE = 0.532725
 
 #: VKITTI2 ``info.txt`` colour names and typical paint (linear RGB).
 CAR_COLORS = {
@@ -95,8 +96,8 @@ def _layout(gen: torch.Generator) -> StreetLayout:
     return StreetLayout(left_x, right_x, buildings, trees, bushes)
 
 
-def _background(layout: StreetLayout, K: torch.Tensor, h: int, w: int, camera_z: float = 0.0):
-    """Ray-cast the street's background layers at ``h × w`` for a camera at world ``z = camera_z``:
+def _background(layout: StreetLayout, K: torch.Tensor, h: int, w: int, camera_z: float = 0.0, camera_x: float = 0.0):
+    """Ray-cast the street's background layers at ``h × w`` for a camera at world ``(camera_x, ·, camera_z)``:
     colour, z-depth, semantics. The layout is in world coordinates."""
     dt = torch.float64
     ys, xs = torch.meshgrid(torch.arange(h, dtype=dt), torch.arange(w, dtype=dt), indexing="ij")
@@ -135,7 +136,7 @@ def _background(layout: StreetLayout, K: torch.Tensor, h: int, w: int, camera_z:
 
     # Ground plane y = CAMERA_HEIGHT.
     zg = torch.where(dy > 1e-6, CAMERA_HEIGHT / dy.clamp_min(1e-6), inf)
-    gx, gz = dx * zg, zg + camera_z  # world z on the ground, for the road markings
+    gx, gz = dx * zg + camera_x, zg + camera_z  # world x, z on the ground
     ax = gx.abs()
     grain = (0.85 + 0.3 * fine).unsqueeze(-1)
     asphalt = torch.tensor([0.27, 0.27, 0.28], dtype=dt) * grain
@@ -154,7 +155,7 @@ def _background(layout: StreetLayout, K: torch.Tensor, h: int, w: int, camera_z:
 
     # Building façades: planes x = left_x / right_x, with floors of windows.
     for side_sign, z0, z1, height, rgb in layout.buildings:
-        px = layout.left_x if side_sign < 0 else layout.right_x
+        px = (layout.left_x if side_sign < 0 else layout.right_x) - camera_x
         win = window(box_corners(px, px, CAMERA_HEIGHT - height, CAMERA_HEIGHT, z0 - camera_z, z1 - camera_z))
         if win is None:
             continue
@@ -187,7 +188,7 @@ def _background(layout: StreetLayout, K: torch.Tensor, h: int, w: int, camera_z:
         paint(disc > 0, t, cls, rgb_full[win], win)
 
     for tx, tz, cy, r in layout.trees:
-        tz = tz - camera_z
+        tx, tz = tx - camera_x, tz - camera_z
         cy_abs = CAMERA_HEIGHT + cy
         sphere(tx, cy_abs, tz, r, SEM["Tree"], leaves_full)
         # trunk: (t dx - tx)^2 + (t - tz)^2 = 0.18^2, below the canopy
@@ -203,7 +204,7 @@ def _background(layout: StreetLayout, K: torch.Tensor, h: int, w: int, camera_z:
         yy = wdy * t
         paint((disc > 0) & (yy <= CAMERA_HEIGHT) & (yy >= cy_abs), t, SEM["Tree"], bark, win)
     for bx, bz, r in layout.bushes:
-        sphere(bx, CAMERA_HEIGHT - r * 0.6, bz - camera_z, r, SEM["Vegetation"], leaves_full * 1.1)
+        sphere(bx - camera_x, CAMERA_HEIGHT - r * 0.6, bz - camera_z, r, SEM["Vegetation"], leaves_full * 1.1)
 
     sky = sem == SEM["Sky"]
     horizon = (dy.clamp(max=0.0) / -0.35).clamp(0, 1).unsqueeze(-1)
@@ -352,59 +353,27 @@ def world_scene(
     max_objects: int | None = None,
     dtype: torch.dtype = torch.float32,
     device=None,
+    camera: int = 0,
 ) -> Scene:
-    """The IR of ``world`` seen at ``frame`` (the camera has driven ``frame × camera_speed`` m).
+    """The IR of ``world`` seen at ``frame`` (the camera has driven ``frame × camera_speed`` m)
+    by ``camera`` 0 (left) or 1 (right, :data:`STEREO_BASELINE` to the right, as in VKITTI2).
 
     Every object keeps its slot (and track id) in every frame; slots whose object is behind the
     camera or beyond 80 m are invalid. The background colour is quantised to 1/255 and its depth
     to millimetres, so that a scene can be stored compactly and exactly.
     """
     camera_z = frame * camera_speed
+    camera_x = camera * STEREO_BASELINE
     K = intrinsics(height, width)
-    color, depth, sem = _background(world.layout, K, height, width, camera_z)
+    color, depth, sem = _background(world.layout, K, height, width, camera_z, camera_x)
     color = torch.round(color * 255.0) / 255.0
     depth = torch.round(depth * 1000.0) / 1000.0
-    objects = world.objects
-    n = max_objects if max_objects is not None else max(1, len(objects))
-    objects = objects[:n]
-    valid = torch.zeros(1, n, dtype=torch.bool)
-    cls = torch.zeros(1, n, dtype=torch.int64)
-    tmpl = torch.zeros(1, n, dtype=torch.int64)
-    dims = torch.zeros(1, n, 3, dtype=torch.float64)
-    loc = torch.zeros(1, n, 3, dtype=torch.float64)
-    ry = torch.zeros(1, n, dtype=torch.float64)
-    rgb = torch.zeros(1, n, 3, dtype=torch.float64)
-    track = torch.full((1, n), -1, dtype=torch.int64)
-    for i, o in enumerate(objects):
-        x = o["location"][0] + frame * o["velocity"][0]
+    placed = []
+    for i, o in enumerate(world.objects):
+        x = o["location"][0] + frame * o["velocity"][0] - camera_x
         z = o["location"][2] + frame * o["velocity"][1] - camera_z
-        valid[0, i] = 1.0 < z < 80.0
-        cls[0, i] = o["class"]
-        tmpl[0, i] = o["template"]
-        dims[0, i] = torch.tensor(o["dims"], dtype=torch.float64)
-        loc[0, i] = torch.tensor([x, CAMERA_HEIGHT, z], dtype=torch.float64)
-        ry[0, i] = o["rotation_y"]
-        rgb[0, i] = torch.tensor(o["color"], dtype=torch.float64)
-        track[0, i] = i
-    scene = Scene(
-        bg_color=color.unsqueeze(0),
-        bg_depth=depth.unsqueeze(0),
-        bg_semantic=sem.unsqueeze(0),
-        K=K.unsqueeze(0),
-        ground=torch.tensor([[0.0, -1.0, 0.0, CAMERA_HEIGHT]], dtype=torch.float64),
-        sun_azimuth=torch.tensor([world.sun_azimuth], dtype=torch.float64),
-        obj_valid=valid,
-        obj_class=cls,
-        obj_template=tmpl,
-        obj_dims=dims,
-        obj_location=loc,
-        obj_rotation_y=ry,
-        obj_ffd=torch.zeros(1, n, NUM_CONTROL, 3, dtype=torch.float64),
-        obj_color=rgb,
-        obj_track_id=track,
-        weather=torch.zeros(1, 4, dtype=torch.float64),
-        foliage=torch.zeros(1, 4, dtype=torch.float64),
-    )
+        placed.append({**o, "location": (x, CAMERA_HEIGHT, z), "track_id": i, "valid": 1.0 < z < 80.0})
+    scene = Scene.from_objects(color, depth, sem, K, placed, CAMERA_HEIGHT, world.sun_azimuth, max_objects)
     return scene.to(device=device, dtype=dtype).validate()
 
 

@@ -23,8 +23,9 @@ import torch
 
 from sae.detectors.data import DetectionDataset, collate
 from sae.detectors.squeezedet import SqueezeDet, SqueezeDetConfig
+from sae.detectors.yolov3 import YOLOv3, YOLOv3Config
 
-DETECTORS = {"squeezedet": (SqueezeDet, SqueezeDetConfig)}
+DETECTORS = {"squeezedet": (SqueezeDet, SqueezeDetConfig), "yolov3": (YOLOv3, YOLOv3Config)}
 
 
 @dataclass

@@ -8,13 +8,13 @@ boxes drawn in the paper's colours (cyan car, purple pedestrian, yellow cyclist)
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sae.data.street import street_scene
+from sae.figures import pyplot, save_figure
 from sae.render.renderer import RenderOutput, render
 from sae.scene import editor
 from sae.scene.ffd import bottom_layer_mask
@@ -84,11 +84,7 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 def render_demo(out_path: str | os.PathLike, seed: int = 3, height: int = 375, width: int = 1242) -> Path:
     """Write the demo figure (PNG) to ``out_path`` atomically and return its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     scene = street_scene(seed=seed, height=height, width=width)
     rows = list(MAGNITUDES)
     fig, axes = plt.subplots(len(rows), 4, figsize=(4 * 5.2, len(rows) * 5.2 * height / width + 0.9))
@@ -110,14 +106,4 @@ def render_demo(out_path: str | os.PathLike, seed: int = 3, height: int = 375, w
         "τ(x, θ) = γ(α(x, θ)): one street under each semantic parameter (boxes from the renderer)", fontsize=11
     )
     fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, out_path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)

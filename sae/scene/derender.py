@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from sae.data.records import Frame
-from sae.scene.ffd import NUM_CONTROL
 from sae.scene.ir import FAR_DEPTH, SEM, Scene
 from sae.scene.templates import ObjectClass, template_id
 
@@ -89,47 +88,32 @@ def derender(frame: Frame, size: tuple[int, int] | None = None, dtype: torch.dty
     K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
     K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
 
-    n = max(1, len(objects))
-    valid = torch.zeros(1, n, dtype=torch.bool)
-    cls = torch.zeros(1, n, dtype=torch.int64)
-    tmpl = torch.zeros(1, n, dtype=torch.int64)
-    dims = torch.zeros(1, n, 3, dtype=torch.float64)
-    loc = torch.zeros(1, n, 3, dtype=torch.float64)
-    ry = torch.zeros(1, n, dtype=torch.float64)
-    paint = torch.full((1, n, 3), 0.5, dtype=torch.float64)
-    track = torch.full((1, n), -1, dtype=torch.int64)
-    for i, o in enumerate(objects):
+    placed = []
+    for o in objects:
         c = ObjectClass(o.detection_class)
         name = MODEL_TEMPLATES.get(o.model.lower(), _CLASS_TEMPLATE[c]) if c == ObjectClass.CAR else _CLASS_TEMPLATE[c]
-        valid[0, i] = True
-        cls[0, i] = int(c)
-        tmpl[0, i] = template_id(name)
-        dims[0, i] = torch.tensor(o.dims, dtype=torch.float64)
-        loc[0, i] = torch.tensor(o.location, dtype=torch.float64)
-        ry[0, i] = o.rotation_y
-        track[0, i] = o.track_id
         pixels = frame.rgb[frame.instance == o.track_id] if o.track_id >= 0 else np.zeros((0, 3))
-        if len(pixels):
-            paint[0, i] = torch.tensor(np.median(pixels, axis=0) / 255.0 / _MEAN_SHADING).clamp(0, 1)
+        paint = np.clip(np.median(pixels, axis=0) / 255.0 / _MEAN_SHADING, 0, 1) if len(pixels) else (0.5,) * 3
+        placed.append(
+            {
+                "class": int(c),
+                "template": template_id(name),
+                "dims": o.dims,
+                "location": o.location,
+                "rotation_y": o.rotation_y,
+                "color": paint,
+                "track_id": o.track_id,
+            }
+        )
     ground_y = float(np.median([o.location[1] for o in objects])) if objects else 1.65
-    scene = Scene(
-        bg_color=torch.from_numpy(rgb.astype(np.float64) / 255.0).unsqueeze(0),
-        bg_depth=torch.from_numpy(np.minimum(depth_bg, FAR_DEPTH).astype(np.float64)).unsqueeze(0),
-        bg_semantic=torch.from_numpy(sem).unsqueeze(0),
-        K=torch.from_numpy(K).unsqueeze(0),
-        ground=torch.tensor([[0.0, -1.0, 0.0, ground_y]], dtype=torch.float64),
-        sun_azimuth=torch.tensor([0.8], dtype=torch.float64),
-        obj_valid=valid,
-        obj_class=cls,
-        obj_template=tmpl,
-        obj_dims=dims,
-        obj_location=loc,
-        obj_rotation_y=ry,
-        obj_ffd=torch.zeros(1, n, NUM_CONTROL, 3, dtype=torch.float64),
-        obj_color=paint,
-        obj_track_id=track,
-        weather=torch.zeros(1, 4, dtype=torch.float64),
-        foliage=torch.zeros(1, 4, dtype=torch.float64),
+    scene = Scene.from_objects(
+        rgb.astype(np.float64) / 255.0,
+        np.minimum(depth_bg, FAR_DEPTH).astype(np.float64),
+        sem,
+        K,
+        placed,
+        ground_y,
+        0.8,
     )
     return scene.to(dtype=dtype).validate()
 

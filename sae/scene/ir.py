@@ -230,6 +230,56 @@ class Scene:
             out[f.name] = t
         return Scene(**out)
 
+    @staticmethod
+    def from_objects(
+        bg_color: torch.Tensor,
+        bg_depth: torch.Tensor,
+        bg_semantic: torch.Tensor,
+        K: torch.Tensor,
+        objects: list[dict],
+        camera_height: float = 1.65,
+        sun_azimuth: float = 0.8,
+        max_objects: int | None = None,
+    ) -> Scene:
+        """A batch-of-one float64 scene from unbatched background layers ``(H, W, …)``, intrinsics
+        ``(3, 3)`` and per-object dicts with keys ``class``, ``template``, ``dims`` (h, w, l),
+        ``location``, ``rotation_y``, ``color`` and optionally ``track_id`` (default: the index)
+        and ``valid`` (default True). Weather, foliage and FFD offsets start at zero; the ground
+        is level at ``camera_height`` below the camera."""
+        n = max_objects if max_objects is not None else max(1, len(objects))
+        f64 = torch.float64
+        fields_ = {
+            "obj_valid": torch.zeros(1, n, dtype=torch.bool),
+            "obj_class": torch.zeros(1, n, dtype=torch.int64),
+            "obj_template": torch.zeros(1, n, dtype=torch.int64),
+            "obj_dims": torch.zeros(1, n, 3, dtype=f64),
+            "obj_location": torch.zeros(1, n, 3, dtype=f64),
+            "obj_rotation_y": torch.zeros(1, n, dtype=f64),
+            "obj_color": torch.zeros(1, n, 3, dtype=f64),
+            "obj_track_id": torch.full((1, n), -1, dtype=torch.int64),
+        }
+        for i, o in enumerate(objects[:n]):
+            fields_["obj_valid"][0, i] = bool(o.get("valid", True))
+            fields_["obj_class"][0, i] = int(o["class"])
+            fields_["obj_template"][0, i] = int(o["template"])
+            fields_["obj_dims"][0, i] = torch.as_tensor(o["dims"], dtype=f64)
+            fields_["obj_location"][0, i] = torch.as_tensor(o["location"], dtype=f64)
+            fields_["obj_rotation_y"][0, i] = float(o["rotation_y"])
+            fields_["obj_color"][0, i] = torch.as_tensor(o["color"], dtype=f64)
+            fields_["obj_track_id"][0, i] = int(o.get("track_id", i))
+        return Scene(
+            bg_color=torch.as_tensor(bg_color, dtype=f64).unsqueeze(0),
+            bg_depth=torch.as_tensor(bg_depth, dtype=f64).unsqueeze(0),
+            bg_semantic=torch.as_tensor(bg_semantic, dtype=torch.int64).unsqueeze(0),
+            K=torch.as_tensor(K, dtype=f64).unsqueeze(0),
+            ground=torch.tensor([[0.0, -1.0, 0.0, camera_height]], dtype=f64),
+            sun_azimuth=torch.tensor([sun_azimuth], dtype=f64),
+            obj_ffd=torch.zeros(1, n, NUM_CONTROL, 3, dtype=f64),
+            weather=torch.zeros(1, len(WEATHER_FIELDS), dtype=f64),
+            foliage=torch.zeros(1, len(FOLIAGE_FIELDS), dtype=f64),
+            **fields_,
+        ).validate()
+
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> None:
         """Write the scene to ``path`` (``.npz``), atomically, without pickle."""
