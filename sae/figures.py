@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+
+from sae.io import atomic_path
 
 
 def pyplot():
@@ -21,13 +22,9 @@ def save_figure(fig, out: str | os.PathLike, dpi: int = 110) -> Path:
     """Save ``fig`` as PNG to ``out`` atomically, close it, return the path."""
     plt = pyplot()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
     finally:
-        Path(tmp).unlink(missing_ok=True)
         plt.close(fig)
     return out

@@ -12,7 +12,6 @@ Errors name the file and line.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from PIL import Image
 
 from sae.data.records import Frame, ObjectAnnotation
 from sae.data.vkitti import FormatError, _atomic_write_text, _read_image
+from sae.io import atomic_path
 
 KITTI_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
 
@@ -106,15 +106,8 @@ def write_frame(root: Path, index: int, frame: Frame) -> None:
     """Write ``training/{image_2,label_2,calib}/NNNNNN`` for one frame (atomically)."""
     root = Path(root) / "training"
     name = f"{index:06d}"
-    img_path = root / "image_2" / f"{name}.png"
-    img_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=img_path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(root / "image_2" / f"{name}.png") as tmp:
         Image.fromarray(frame.rgb).save(tmp, format="PNG")
-        os.replace(tmp, img_path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     write_label(root / "label_2" / f"{name}.txt", frame.objects)
     write_calib(root / "calib" / f"{name}.txt", frame.K)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from sae.data.records import Frame, ObjectAnnotation
+from sae.io import atomic_path, write_text
 
 VARIATIONS = (
     "15-deg-left",
@@ -101,11 +101,7 @@ def fmt(value) -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="\n") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def write_table(path: Path, kind: str, rows: list[list]) -> None:
@@ -157,14 +153,8 @@ def frame_path(root: Path, scene: str, variation: str, modality: str, camera: in
 
 
 def _save_image(img: Image.Image, path: Path, **kwargs) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         img.save(tmp, format=kwargs.pop("format"), **kwargs)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def class_colors(names: tuple[str, ...] = tuple(n for n, _ in COLORS)) -> np.ndarray:

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from sae.detectors.data import DetectionDataset, collate
 from sae.detectors.squeezedet import SqueezeDet, SqueezeDetConfig
 from sae.detectors.yolov3 import YOLOv3, YOLOv3Config
+from sae.io import atomic_path
 
 DETECTORS = {"squeezedet": (SqueezeDet, SqueezeDetConfig), "yolov3": (YOLOv3, YOLOv3Config)}
 
@@ -80,13 +80,8 @@ def save_checkpoint(path: Path, model, optimizer, step: int, config: TrainConfig
         "step": step,
         "config": json.dumps(dataclasses.asdict(config)),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu"):

@@ -17,13 +17,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from sae.io import atomic_path
 from sae.scene.ffd import NUM_CONTROL
 
 #: Semantic classes of the background map: Virtual KITTI 2's ``colors.txt`` categories in file
@@ -287,15 +287,8 @@ class Scene:
         arrays = {f.name: getattr(self, f.name).detach().cpu().numpy() for f in fields(self)}
         meta = {"format": "sae-scene", "version": _FORMAT_VERSION}
         arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
 
     @staticmethod
     def load(path: str | os.PathLike, device=None) -> Scene:
