@@ -54,7 +54,7 @@ def test_training_lowers_the_loss_on_one_batch(data):
     first = None
     for _ in range(25):
         terms = model.loss(model(images), targets)
-        first = first or {k: float(v) for k, v in terms.items()}
+        first = first or {k: v.item() for k, v in terms.items()}
         opt.zero_grad()
         terms["total"].backward()
         opt.step()
