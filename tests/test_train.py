@@ -58,7 +58,7 @@ def test_training_lowers_the_loss_on_one_batch(data):
         opt.zero_grad()
         terms["total"].backward()
         opt.step()
-    last = {k: float(v) for k, v in model.loss(model(images), targets).items()}
+    last = {k: v.item() for k, v in model.loss(model(images), targets).items()}
     assert last["total"] < 0.5 * first["total"]
     assert last["bbox"] < first["bbox"] and last["class"] < first["class"]
 
