@@ -71,6 +71,22 @@ def nms_per_image(
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
 
+def decode_batch(
+    boxes: torch.Tensor, probs: torch.Tensor, image_hw, score_threshold: float, nms_iou: float, max_detections: int
+) -> Detections:
+    """Per image: the best class of each prediction, its box clipped to the image ``(H, W)``
+    (pixel centres at integers), then :func:`nms_per_image`. ``boxes (B, A, 4)``, ``probs (B, A, C)``."""
+    h, w = image_hw
+    scores, labels = probs.max(dim=-1)
+    out = []
+    for i in range(boxes.shape[0]):
+        b = boxes[i].clone()
+        b[:, 0::2] = b[:, 0::2].clamp(-0.5, w - 0.5)
+        b[:, 1::2] = b[:, 1::2].clamp(-0.5, h - 0.5)
+        out.append(nms_per_image(b, scores[i], labels[i], score_threshold, nms_iou, max_detections))
+    return out
+
+
 def xyxy_to_cxcywh(b: torch.Tensor) -> torch.Tensor:
     return torch.stack(
         [(b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2, b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]], dim=-1
@@ -100,6 +116,7 @@ __all__ = [
     "Targets",
     "Detections",
     "nms_per_image",
+    "decode_batch",
     "box_iou",
     "elementwise_iou",
     "xyxy_to_cxcywh",

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sae.detectors.base import Detections, Detector, Targets, box_iou, cxcywh_to_xyxy, elementwise_iou, nms_per_image
+from sae.detectors.base import Detections, Detector, Targets, box_iou, cxcywh_to_xyxy, decode_batch, elementwise_iou
 
 #: SqueezeDet's KITTI anchor shapes (width, height) in pixels at 1242×375.
 KITTI_ANCHORS = ((36, 37), (366, 174), (115, 59), (162, 87), (38, 90), (258, 173), (224, 108), (78, 170), (72, 43))
@@ -255,14 +255,7 @@ class SqueezeDet(Detector):
         boxes = self.boxes(raw["deltas"], raw["anchors"])
         h, w = raw.get("image_hw", self.config.image_size)
         probs = torch.softmax(raw["class_logits"], dim=-1) * torch.sigmoid(raw["confidence"]).unsqueeze(-1)
-        scores, labels = probs.max(dim=-1)
-        out = []
-        for i in range(boxes.shape[0]):
-            b = boxes[i].clone()
-            b[:, 0::2] = b[:, 0::2].clamp(-0.5, w - 0.5)
-            b[:, 1::2] = b[:, 1::2].clamp(-0.5, h - 0.5)
-            out.append(nms_per_image(b, scores[i], labels[i], score_threshold, nms_iou, max_detections))
-        return out
+        return decode_batch(boxes, probs, (h, w), score_threshold, nms_iou, max_detections)
 
 
 def kmeans_anchors(boxes_wh: torch.Tensor, k: int = 9, iterations: int = 50, seed: int = 0) -> tuple:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sae.detectors.base import Detections, Detector, Targets, box_iou, cxcywh_to_xyxy, nms_per_image
+from sae.detectors.base import Detections, Detector, Targets, box_iou, cxcywh_to_xyxy, decode_batch
 
 #: YOLOv3's COCO anchor shapes (width, height) in pixels at 416×416, small to large.
 COCO_ANCHORS = ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (116, 90), (156, 198), (373, 326))
@@ -353,11 +353,4 @@ class YOLOv3(Detector):
         boxes = self.boxes(raw["deltas"], raw["anchors"], raw["strides"])
         h, w = raw.get("image_hw", self.config.image_size)
         probs = torch.sigmoid(raw["class_logits"]) * torch.sigmoid(raw["objectness"]).unsqueeze(-1)
-        scores, labels = probs.max(dim=-1)
-        out = []
-        for i in range(boxes.shape[0]):
-            b = boxes[i].clone()
-            b[:, 0::2] = b[:, 0::2].clamp(-0.5, w - 0.5)
-            b[:, 1::2] = b[:, 1::2].clamp(-0.5, h - 0.5)
-            out.append(nms_per_image(b, scores[i], labels[i], score_threshold, nms_iou, max_detections))
-        return out
+        return decode_batch(boxes, probs, (h, w), score_threshold, nms_iou, max_detections)
