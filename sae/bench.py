@@ -48,27 +48,18 @@ def _bench_one(height: int, width: int, batch: int, repeats: int, device: str, t
         return theta
 
     result = {"height": height, "width": width, "batch": batch, "device": device, "threads": torch.get_num_threads()}
-    faces = None
     for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
         fn()  # warm-up (caches, allocator)
         sync()
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times.append(time.perf_counter() - t0)
-        best = min(times)
+        best = _best_time(fn, repeats, sync)
         result[f"{name}_s_per_batch"] = best
         result[f"{name}_images_per_s"] = batch / best
         if device.startswith("cuda"):
             result[f"{name}_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         else:
             result[f"{name}_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        del base_rss
     from sae.render.geometry import pack_meshes
 
     faces = pack_meshes(scene).num_faces
@@ -101,6 +92,17 @@ def profile_stages(height: int = 375, width: int = 1242, batch: int = 8) -> list
     rows = [(e.key, e.cpu_time_total / 1e6) for e in prof.key_averages()]
     rows.sort(key=lambda r: -r[1])
     return rows
+
+
+def _best_time(fn, repeats: int, sync) -> float:
+    """The fastest of ``repeats`` timed calls of ``fn`` (seconds), synchronising the device."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return min(times)
 
 
 def _train_step(net, opt, images, targets) -> None:
@@ -156,15 +158,9 @@ def run_detect_bench(
                     "parameters": sum(p.numel() for p in net.parameters()),
                 }
                 for key, fn in (("train", step), ("infer", infer)):
-                    fn()
+                    fn()  # warm-up
                     sync()
-                    times = []
-                    for _ in range(repeats):
-                        t0 = time.perf_counter()
-                        fn()
-                        sync()
-                        times.append(time.perf_counter() - t0)
-                    row[f"{key}_s"] = min(times)
+                    row[f"{key}_s"] = _best_time(fn, repeats, sync)
                 results.append(row)
     return results
 

@@ -8,6 +8,7 @@ on flat tensors with no Python loop over objects: vertex ``i`` belongs to object
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import torch
@@ -68,11 +69,11 @@ def pack_meshes(scene: Scene) -> PackedMeshes:
             raise ValueError(f"Scene.obj_template[{b}, {n}] = {tmpl[b, n]} is not a template id (0..{len(all_t) - 1})")
         verts.append(t.vertices)
         vobj.append(np.full(len(t.vertices), flat))
-        weights.append(_weights(t.name))
+        weights.append(_template_tables(t.name)[0])
         faces.append(t.faces + offset)
         fobj.append(np.full(len(t.faces), flat))
         fmat.append(t.materials)
-        nbr = _neighbours(t.name)
+        nbr = _template_tables(t.name)[1]
         fnbr.append(np.where(nbr >= 0, nbr + face_offset, -1))
         offset += len(t.vertices)
         face_offset += len(t.faces)
@@ -105,24 +106,11 @@ def pack_meshes(scene: Scene) -> PackedMeshes:
     return packed
 
 
-_WEIGHT_CACHE: dict[str, np.ndarray] = {}
-
-
-def _weights(name: str) -> np.ndarray:
-    if name not in _WEIGHT_CACHE:
-        t = next(t for t in templates() if t.name == name)
-        _WEIGHT_CACHE[name] = ffd_weights(t.vertices)
-    return _WEIGHT_CACHE[name]
-
-
-_NEIGHBOUR_CACHE: dict[str, np.ndarray] = {}
-
-
-def _neighbours(name: str) -> np.ndarray:
-    if name not in _NEIGHBOUR_CACHE:
-        t = next(t for t in templates() if t.name == name)
-        _NEIGHBOUR_CACHE[name] = face_neighbours(t.faces)
-    return _NEIGHBOUR_CACHE[name]
+@cache
+def _template_tables(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A template's FFD weights ``(V, P)`` and face neighbours ``(F, 3)``, computed once."""
+    t = next(t for t in templates() if t.name == name)
+    return ffd_weights(t.vertices), face_neighbours(t.faces)
 
 
 def face_neighbours(faces: np.ndarray) -> np.ndarray:
