@@ -80,6 +80,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         init=args.init,
         model=model,
         checkpoint_every=args.checkpoint_every,
+        augment=None if args.no_augment else (json.loads(args.augment) if args.augment else {}),
+        min_box_height=args.min_box_height,
         device=args.device,
         seed=args.seed,
     )
@@ -92,14 +94,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from sae.detectors.data import DetectionDataset
     from sae.detectors.train import load_checkpoint, predict
-    from sae.metrics.detection import evaluate
+    from sae.io import write_text
+    from sae.metrics.store import format_metrics, metrics_all_levels, save_detections, write_kitti_detections
 
     model, state = load_checkpoint(args.checkpoint, args.device)
     cfg = json.loads(state["config"])
-    ds = DetectionDataset(args.data, tuple(cfg["size"]), rerender=args.rerender)
+    size = tuple(cfg["size"])
+    ds = DetectionDataset(args.data, size, rerender=args.rerender)
     preds, targets = predict(model, ds, device=args.device, progress=True)
-    result = evaluate(preds, targets)
-    print(json.dumps(result, indent=2))
+    levels = metrics_all_levels(preds, targets, image_height=size[0])
+    print(format_metrics(levels))
     if args.figure:
         import torch
 
@@ -109,9 +113,45 @@ def cmd_eval(args: argparse.Namespace) -> int:
         images = torch.stack([ds[i][0] for i in range(n)])
         print(f"wrote {detections_grid(images, preds[:n], args.figure)}")
     if args.out:
-        from sae.data.vkitti import _atomic_write_text
+        out = Path(args.out)
+        names = [ds.name(i) for i in range(len(ds))]
+        source = ds.frame(0).rgb.shape[:2] if len(ds) else size
+        save_detections(out / "detections.npz", names, preds, targets, size, source)
+        write_kitti_detections(out / "kitti", names, preds, size, source)
+        write_text(out / "metrics.json", json.dumps(levels, indent=2) + "\n")
+        print(f"wrote {out}/metrics.json, detections.npz and kitti/ ({len(names)} frames)")
+    return 0
 
-        _atomic_write_text(Path(args.out), json.dumps(result, indent=2) + "\n")
+
+def _iou_overrides(items: list[str] | None) -> dict[int, float]:
+    from sae.data.records import DETECTION_CLASSES
+
+    out = {}
+    for item in items or []:
+        name, _, value = item.partition("=")
+        if name not in DETECTION_CLASSES or not value:
+            raise ValueError(f"--iou {item!r}: expected CLASS=THRESHOLD with CLASS in {', '.join(DETECTION_CLASSES)}")
+        try:
+            out[DETECTION_CLASSES.index(name)] = float(value)
+        except ValueError:
+            raise ValueError(f"--iou {item!r}: the threshold must be a number") from None
+    return out
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    import json
+
+    from sae.metrics.detection import KITTI_DIFFICULTY, evaluate
+    from sae.metrics.store import format_metrics, load_detections
+
+    stored = load_detections(args.detections)
+    iou = _iou_overrides(args.iou)
+    levels = [args.difficulty] if args.difficulty else list(KITTI_DIFFICULTY)
+    result = {
+        level: evaluate(stored["preds"], stored["targets"], iou, difficulty=level, image_height=stored["size"][0])
+        for level in levels
+    }
+    print(json.dumps(result, indent=2) if args.json else format_metrics(result))
     return 0
 
 
@@ -290,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = groups.add_parser(
         "train",
         help="train or fine-tune a detector on any mix of VKITTI2/KITTI folders",
-        description="Train a detector (SGD, warm-up and cosine decay, flips) on a weighted mix of data sets in "
+        description="Train a detector (SGD or AdamW, warm-up and cosine decay, zoom/flip/colour augmentation) on "
+        "a weighted mix of data sets in "
         "the VKITTI2 or KITTI layout, optionally from a checkpoint. Checkpoints every N steps; a rerun resumes.",
     )
     tr.add_argument("--detector", default="squeezedet", choices=["squeezedet", "yolov3"])
@@ -308,6 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--init", default=None, help="checkpoint to start from")
     tr.add_argument("--model", default=None, help="detector options as JSON, e.g. '{\"width\": 0.5}'")
     tr.add_argument("--checkpoint-every", type=int, default=500)
+    tr.add_argument("--augment", default=None, help='augmentation options as JSON, e.g. \'{"zoom": 1.5, "flip": 0.5}\'')
+    tr.add_argument("--no-augment", action="store_true", help="train on the frames as they are")
+    tr.add_argument(
+        "--min-box-height",
+        type=float,
+        default=12.0,
+        help="skip objects shorter than this many px of a 375-row frame (default 12)",
+    )
     tr.add_argument("--device", default="cpu")
     tr.add_argument("--seed", type=int, default=0)
     tr.set_defaults(func=cmd_train)
@@ -315,15 +364,31 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         help="recall and mAP of a checkpoint on a VKITTI2/KITTI folder (KITTI IoU thresholds)",
         description="Detect on every frame of a folder and report recall and AP per class at KITTI's IoU "
-        "thresholds (Car 0.7, Pedestrian and Cyclist 0.5), computed with torchmetrics.",
+        "thresholds (Car 0.7, Pedestrian and Cyclist 0.5) and difficulty levels, computed with torchmetrics; "
+        "--out stores the raw detections (for `sae metrics`) and KITTI result files.",
     )
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--data", required=True)
     ev.add_argument("--rerender", action="store_true", help="use γ(IR) images of a VKITTI2 folder")
-    ev.add_argument("--out", default=None, help="write the metrics as JSON")
+    ev.add_argument(
+        "--out", default=None, help="folder for metrics.json, the raw detections.npz and KITTI result files (kitti/)"
+    )
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--figure", default=None, help="also draw detections on the first frames to this PNG")
     ev.set_defaults(func=cmd_eval)
+    me = groups.add_parser(
+        "metrics",
+        help="recompute recall and mAP from stored detections (other IoU thresholds or difficulty)",
+        description="Recompute recall and AP from the detections.npz that `sae eval --out` stored, without "
+        "running the detector: any KITTI difficulty level and any per-class IoU threshold.",
+    )
+    me.add_argument("detections", help="a detections.npz or the `sae eval --out` folder holding it")
+    me.add_argument(
+        "--difficulty", choices=["easy", "moderate", "hard", "all"], default=None, help="default: every level"
+    )
+    me.add_argument("--iou", nargs="+", default=None, help="CLASS=THRESHOLD … e.g. Car=0.5 (default: KITTI's)")
+    me.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    me.set_defaults(func=cmd_metrics)
 
     bench = groups.add_parser("bench", help="speed and memory benchmarks", description="Speed and memory benchmarks.")
     bsub = bench.add_subparsers(dest="command", metavar="<command>", required=True)

@@ -64,3 +64,75 @@ def test_a_duplicate_detection_is_a_false_positive():
 def test_wrong_class_is_not_a_detection():
     r = evaluate([_p([[0, 0, 50, 30]], [0.9], [1])], [_t([[0, 0, 50, 30]], [0])])
     assert r["per_class"]["Car"]["AP"] == pytest.approx(0)
+
+
+def _td(boxes, labels, occlusion, truncation):
+    d = _t(boxes, labels)
+    d["occlusion"] = torch.tensor(occlusion)
+    d["truncation"] = torch.tensor(truncation, dtype=torch.float32)
+    return d
+
+
+def test_difficulty_ignores_short_occluded_and_truncated_objects():
+    # at 375 rows: a 30-px car (moderate), a 20-px car (too short for moderate), an occluded
+    # (code 2) car, a 40%-truncated car; only the first is missed by the detector
+    boxes = [[0, 0, 60, 29], [100, 0, 140, 19], [200, 0, 260, 49], [300, 0, 360, 49]]
+    targets = [_td(boxes, [0, 0, 0, 0], [0, 0, 2, 0], [0.0, 0.0, 0.0, 0.4])]
+    preds = [_p(boxes[1:], [0.9, 0.8, 0.7], [0, 0, 0])]
+    moderate = evaluate(preds, targets, difficulty="moderate")
+    # one object counts and it is missed; the three detections on ignored objects are not false positives
+    assert moderate["per_class"]["Car"]["objects"] == 1 and moderate["recall"] == pytest.approx(0)
+    hard = evaluate(preds, targets, difficulty="hard")  # occluded and 40%-truncated cars count now
+    assert hard["per_class"]["Car"]["objects"] == 3 and hard["recall"] == pytest.approx(200 / 3)
+    everything = evaluate(preds, targets, difficulty="all")
+    assert everything["recall"] == pytest.approx(75)
+    # KITTI's heights scale with the image: at 188 rows, 20 px is tall enough for "moderate"
+    assert evaluate(preds, targets, difficulty="moderate", image_height=188)["per_class"]["Car"]["objects"] == 2
+
+
+def test_difficulty_drops_short_detections_and_ignored_objects_are_no_false_positives():
+    targets = [_td([[0, 0, 60, 49], [100, 0, 130, 9]], [0, 0], [0, 0], [0.0, 0.0])]
+    # the found object, a detection on the 10-px (ignored) object scored higher, and a 10-px
+    # false positive elsewhere: at "moderate" neither costs precision
+    preds = [_p([[0, 0, 60, 49], [100, 0, 130, 9], [400, 0, 430, 9]], [0.5, 0.9, 0.95], [0, 0, 0])]
+    assert evaluate(preds, targets, difficulty="moderate")["mAP"] == pytest.approx(100)
+    assert evaluate(preds, targets, difficulty="all")["mAP"] < 80
+
+
+def test_unknown_difficulty_is_named():
+    with pytest.raises(ValueError, match="difficulty"):
+        evaluate([_p([], [], [])], [_t([], [])], difficulty="medium")
+
+
+def test_stored_detections_recompute_the_same_metrics(tmp_path):
+    from sae.data.kitti import read_label
+    from sae.metrics.store import load_detections, save_detections, write_kitti_detections
+
+    boxes = [[0, 0, 60, 29], [100, 0, 140, 19], [200, 0, 260, 49]]
+    targets = [_td(boxes, [0, 1, 2], [0, 1, 2], [0.0, 0.1, 0.2]), _td([], [], [], [])]
+    preds = [_p(boxes[:2], [0.9, 0.4], [0, 1]), _p([[5, 5, 20, 30]], [0.3], [2])]
+    save_detections(tmp_path / "d.npz", ["a/b", "c"], preds, targets, size=(188, 621), source_size=(375, 1242))
+    stored = load_detections(tmp_path / "d.npz")
+    assert stored["names"] == ["a/b", "c"] and stored["size"] == (188, 621)
+    for level in ("all", "moderate", "hard"):
+        assert evaluate(stored["preds"], stored["targets"], difficulty=level, image_height=188) == evaluate(
+            preds, targets, difficulty=level, image_height=188
+        )
+    write_kitti_detections(tmp_path / "kitti", stored["names"], stored["preds"], (188, 621), (375, 1242))
+    rows = read_label(tmp_path / "kitti" / "a_b.txt")
+    assert [r.label for r in rows] == ["Car", "Pedestrian"]
+    # boxes come back in the source image's pixels (pixel centres scale about -0.5)
+    assert rows[0].box[2] == pytest.approx((60 + 0.5) * 1242 / 621 - 0.5, abs=0.01)
+    assert rows[0].box[3] == pytest.approx((29 + 0.5) * 375 / 188 - 0.5, abs=0.01)
+    assert (tmp_path / "kitti" / "c.txt").read_text().startswith("Cyclist ")
+
+
+def test_a_corrupt_detections_file_is_named(tmp_path):
+    from sae.metrics.store import load_detections
+
+    bad = tmp_path / "detections.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="detections.npz"):
+        load_detections(tmp_path)
+    with pytest.raises(FileNotFoundError, match="nothing.npz"):
+        load_detections(tmp_path / "nothing.npz")

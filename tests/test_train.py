@@ -124,7 +124,7 @@ def test_train_and_eval_cli(data, tmp_path, capsys):
                 "--data",
                 str(data / "eval" / "vkitti2"),
                 "--out",
-                str(tmp_path / "m.json"),
+                str(tmp_path / "ev"),
                 "--figure",
                 str(tmp_path / "det.png"),
             ]
@@ -132,7 +132,45 @@ def test_train_and_eval_cli(data, tmp_path, capsys):
         == 0
     )
     assert (tmp_path / "det.png").stat().st_size > 10_000
-    metrics = json.loads((tmp_path / "m.json").read_text())
-    assert set(metrics) == {"recall", "mAP", "per_class"} and "Car" in metrics["per_class"]
+    levels = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert set(levels) == {"easy", "moderate", "hard", "all"}
+    assert {"recall", "mAP", "per_class"} <= set(levels["all"]) and "Car" in levels["all"]["per_class"]
+    assert len(list((tmp_path / "ev" / "kitti").glob("*.txt"))) == 4
+    capsys.readouterr()
+    # metrics recomputed from the stored detections, without the detector, agree with eval's
+    assert main(["metrics", str(tmp_path / "ev"), "--difficulty", "all", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["all"] == levels["all"]
+    assert main(["metrics", str(tmp_path / "ev"), "--iou", "Car=0.1", "--json"]) == 0
+    loose = json.loads(capsys.readouterr().out)
+    assert loose["all"]["per_class"]["Car"]["iou"] == 0.1
+    assert main(["metrics", str(tmp_path / "ev"), "--iou", "Truck=0.5"]) == 2
+    assert "Truck" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(tmp_path / "missing.pt"), "--data", str(data)]) == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_augmentation_moves_boxes_with_the_pixels(seed):
+    import numpy as np
+
+    from sae.detectors.data import Augment
+
+    h, w = 90, 300
+    image = torch.zeros(3, h, w)
+    boxes = torch.tensor([[40.0, 20.0, 99.0, 59.0], [200.0, 50.0, 229.0, 79.0]])
+    for x1, y1, x2, y2 in boxes.long().tolist():
+        image[:, y1 : y2 + 1, x1 : x2 + 1] = 1.0
+    target = {"boxes": boxes, "labels": torch.tensor([0, 1]), "occlusion": torch.tensor([0, 1])}
+    aug = Augment(zoom=1.6, flip=0.5, brightness=0, contrast=0, saturation=0, min_visible=0.0)
+    out, t = aug(image, target, np.random.default_rng(seed))
+    assert out.shape == image.shape and set(t) == set(target) and len(t["boxes"]) == len(t["labels"])
+    mask = out[0] > 0.5
+    for box in t["boxes"]:
+        # the rectangle's pixels near the box span the box, to a pixel
+        x1, y1, x2, y2 = box.round().long().tolist()
+        window = torch.zeros_like(mask)
+        window[max(y1 - 4, 0) : y2 + 5, max(x1 - 4, 0) : x2 + 5] = True
+        ys, xs = torch.nonzero(mask & window, as_tuple=True)
+        extent = torch.tensor([xs.min(), ys.min(), xs.max(), ys.max()], dtype=torch.float32)
+        assert (extent - box).abs().max() <= 1.5, (extent, box)

@@ -136,6 +136,10 @@ class KITTI:
     def __len__(self) -> int:
         return len(self.names)
 
+    def name(self, i: int) -> str:
+        """The frame's name (its file stem)."""
+        return self.names[i]
+
     def __getitem__(self, i: int) -> Frame:
         name = self.names[i]
         rgb = _read_image(self._images[name], "RGB")

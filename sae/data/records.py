@@ -111,7 +111,11 @@ class Frame:
         """Detection targets: boxes ``(M, 4)`` float32 ``(x1, y1, x2, y2)`` as the data set gives
         them (KITTI's convention: 0-based pixel coordinates) and class indices ``(M,)`` int64,
         for the objects of a detection class."""
-        keep = [o for o in self.objects if o.detection_class >= 0]
+        keep = self.detection_objects()
         boxes = np.array([list(o.box) for o in keep], dtype=np.float32)
         labels = np.array([o.detection_class for o in keep], dtype=np.int64)
         return boxes.reshape(-1, 4), labels
+
+    def detection_objects(self) -> list[ObjectAnnotation]:
+        """The objects of a detection class, in the order of :meth:`targets`."""
+        return [o for o in self.objects if o.detection_class >= 0]

@@ -390,8 +390,14 @@ class VKITTI2:
         key, index, camera = self.index[i]
         return self.read_frame(key, index, camera)
 
-    def read_frame(self, key: SequenceKey, index: int, camera: int = 0) -> Frame:
-        """One frame with its images and annotations."""
+    def name(self, i: int) -> str:
+        """The frame's name, ``SceneXX/variation/Camera_c/NNNNN``."""
+        key, index, camera = self.index[i]
+        return f"{key.scene}/{key.variation}/Camera_{camera}/{index:05d}"
+
+    def read_frame(self, key: SequenceKey, index: int, camera: int = 0, dense: bool = True) -> Frame:
+        """One frame with its images and annotations (``dense=False``: RGB and annotations only,
+        no depth or segmentation maps — what a detector needs)."""
         K = next((k for f, c, k in self.intrinsics(key) if f == index and c == camera), None)
         if K is None:
             path, _ = self._table(key, "intrinsic")
@@ -406,16 +412,16 @@ class VKITTI2:
         h, w = rgb.shape[:2]
         depth = classes = instance = None
         names = tuple(n for n, _ in COLORS)
-        if self.has(key, "depth", camera, index):
+        if dense and self.has(key, "depth", camera, index):
             p = self.file(key, "depth", camera, index)
             depth = _read_image(p, None).astype(np.float32) / 100.0
             _check_size(p, depth, h, w)
-        if self.has(key, "classSegmentation", camera, index):
+        if dense and self.has(key, "classSegmentation", camera, index):
             p = self.file(key, "classSegmentation", camera, index)
             names, table = self.colors(key)
             classes = _colors_to_index(p, _read_image(p, "RGB"), table)
             _check_size(p, classes, h, w)
-        if self.has(key, "instanceSegmentation", camera, index):
+        if dense and self.has(key, "instanceSegmentation", camera, index):
             p = self.file(key, "instanceSegmentation", camera, index)
             instance = _read_image(p, "P").astype(np.int64) - 1
             _check_size(p, instance, h, w)

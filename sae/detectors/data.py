@@ -8,6 +8,7 @@ what the paper fine-tunes on so that renderer artefacts are not mistaken for att
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,29 +31,39 @@ def open_dataset(path: str | os.PathLike):
 
 
 class DetectionDataset(torch.utils.data.Dataset):
-    """``(image (3, H, W) float in [0, 1], {"boxes", "labels"})`` pairs at ``size = (H, W)``.
+    """``(image (3, H, W) float in [0, 1], targets)`` pairs at ``size = (H, W)``.
+
+    ``targets`` holds ``boxes`` (M, 4) xyxy at the working size, ``labels`` (M,), and each
+    object's KITTI ``occlusion`` code and ``truncation`` (for the difficulty levels of
+    :func:`sae.metrics.detection.evaluate`). Indexing is deterministic; :meth:`sample` draws a
+    training view (see :class:`Augment`).
 
     Args:
         path: a VKITTI2 or KITTI folder.
         size: working ``(height, width)``.
         rerender: for VKITTI2 folders with IR files, use γ(IR) instead of the stored JPEG.
-        flip: random horizontal flips (training augmentation).
-        seed: seed of the augmentation.
+        min_height: objects shorter than this (px at the working size) are left out of the
+            targets — for training, where a 3-pixel car teaches nothing but noise.
     """
 
-    def __init__(self, path, size: tuple[int, int], rerender: bool = False, flip: bool = False, seed: int = 0):
+    def __init__(self, path, size: tuple[int, int], rerender: bool = False, min_height: float = 0.0):
         self.reader = open_dataset(path)
         self.size = tuple(size)
         self.rerender = rerender and isinstance(self.reader, VKITTI2)
-        self.flip = flip
-        self.seed = seed
-        self.epoch = 0
+        self.min_height = float(min_height)
 
     def __len__(self) -> int:
         return len(self.reader)
 
     def frame(self, i: int) -> Frame:
+        """Frame ``i`` with its RGB and annotations (dense maps are not read)."""
+        if isinstance(self.reader, VKITTI2):
+            key, index, camera = self.reader.index[i]
+            return self.reader.read_frame(key, index, camera, dense=False)
         return self.reader[i]
+
+    def name(self, i: int) -> str:
+        return self.reader.name(i)
 
     def _image(self, i: int, frame: Frame) -> np.ndarray:
         if self.rerender:
@@ -79,13 +90,83 @@ class DetectionDataset(torch.utils.data.Dataset):
             boxes[:, 0::2] = (boxes[:, 0::2] + 0.5) * (w / w0) - 0.5
             boxes[:, 1::2] = (boxes[:, 1::2] + 0.5) * (h / h0) - 0.5
         image = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
-        if self.flip:
-            gen = np.random.default_rng([self.seed, self.epoch, i])
-            if gen.random() < 0.5:
-                image = image.flip(-1)
-                if len(boxes):
-                    boxes = torch.stack([w - 1 - boxes[:, 2], boxes[:, 1], w - 1 - boxes[:, 0], boxes[:, 3]], dim=1)
-        return image, {"boxes": boxes, "labels": torch.from_numpy(labels)}
+        objs = frame.detection_objects()
+        target = {
+            "boxes": boxes,
+            "labels": torch.from_numpy(labels),
+            "occlusion": torch.tensor([o.occlusion for o in objs], dtype=torch.long),
+            "truncation": torch.tensor([o.truncation for o in objs], dtype=torch.float32),
+        }
+        if self.min_height > 0:
+            target = _select(target, boxes[:, 3] - boxes[:, 1] + 1 >= self.min_height)
+        return image, target
+
+    def sample(self, i: int, augment: Augment | None, rng: np.random.Generator):
+        """Item ``i`` under a random draw of ``augment`` (the item itself when None)."""
+        image, target = self[i]
+        return (image, target) if augment is None else augment(image, target, rng)
+
+
+def _select(target: dict, keep: torch.Tensor) -> dict:
+    return {k: v[keep] for k, v in target.items()}
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation: a random zoom-in crop (SqueezeDet's "drift", with scale), a
+    horizontal flip, and photometric jitter.
+
+    Attributes:
+        flip: probability of a horizontal flip.
+        zoom: maximum zoom factor; a crop of ``1/s`` of the frame (``s`` uniform in
+            ``[1, zoom]``) at a uniform position is resized back to the working size. Boxes are
+            clipped to the crop; an object keeping less than ``min_visible`` of its box area,
+            or ending shorter than ``min_height`` px, is dropped.
+        brightness, contrast, saturation: jitter ranges (factor uniform in ``1 ± value``).
+    """
+
+    flip: float = 0.5
+    zoom: float = 1.3
+    min_visible: float = 0.4
+    min_height: float = 2.0
+    brightness: float = 0.25
+    contrast: float = 0.25
+    saturation: float = 0.3
+
+    def __call__(self, image: torch.Tensor, target: dict, rng: np.random.Generator):
+        _, h, w = image.shape
+        boxes = target["boxes"].clone()
+        s = float(rng.uniform(1.0, max(self.zoom, 1.0)))
+        if s > 1.0 + 1e-6:
+            ch, cw = h / s, w / s
+            y0, x0 = float(rng.uniform(0, h - ch)), float(rng.uniform(0, w - cw))
+            # crop by resampling: output pixel centre (u, v) reads input (x0 + (u + .5)/s - .5, …)
+            ys = (y0 + (torch.arange(h, dtype=torch.float32) + 0.5) / s) / h * 2 - 1
+            xs = (x0 + (torch.arange(w, dtype=torch.float32) + 0.5) / s) / w * 2 - 1
+            grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]
+            image = torch.nn.functional.grid_sample(image[None], grid, align_corners=False)[0]
+            if len(boxes):
+                area0 = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+                boxes[:, 0::2] = (boxes[:, 0::2] + 0.5 - x0) * s - 0.5
+                boxes[:, 1::2] = (boxes[:, 1::2] + 0.5 - y0) * s - 0.5
+                inside = (boxes[:, 2] >= 0) & (boxes[:, 0] <= w - 1) & (boxes[:, 3] >= 0) & (boxes[:, 1] <= h - 1)
+                boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w - 1)
+                boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h - 1)
+                bw, bh = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
+                visible = bw * bh / (area0 * s * s)
+                keep = inside & (visible >= self.min_visible) & (bh >= self.min_height) & (bw >= 1)
+                target = _select({**target, "boxes": boxes}, keep)
+                boxes = target["boxes"]
+        if rng.random() < self.flip:
+            image = image.flip(-1)
+            if len(boxes):
+                boxes = torch.stack([w - 1 - boxes[:, 2], boxes[:, 1], w - 1 - boxes[:, 0], boxes[:, 3]], dim=1)
+        mean = image.mean()
+        image = (image - mean) * float(rng.uniform(1 - self.contrast, 1 + self.contrast)) + mean
+        grey = image.mean(0, keepdim=True)
+        image = (image - grey) * float(rng.uniform(1 - self.saturation, 1 + self.saturation)) + grey
+        image = image * float(rng.uniform(1 - self.brightness, 1 + self.brightness))
+        return image.clamp(0, 1), {**target, "boxes": boxes}
 
 
 def collate(batch):

@@ -18,9 +18,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from sae.detectors.data import DetectionDataset, collate
+from sae.detectors.data import Augment, DetectionDataset, collate
 from sae.detectors.squeezedet import SqueezeDet, SqueezeDetConfig
 from sae.detectors.yolov3 import YOLOv3, YOLOv3Config
 from sae.io import atomic_path
@@ -42,6 +43,10 @@ class TrainConfig:
         init: checkpoint to start from (weights only), or None.
         model: detector hyper-parameters (e.g. ``{"width": 0.5}``).
         checkpoint_every: steps between checkpoints.
+        augment: :class:`~sae.detectors.data.Augment` fields (``{}`` = its defaults: zoom-crop,
+            flip, photometric jitter), or None for no augmentation.
+        min_box_height: objects shorter than this, in px of a 375-row frame (KITTI's unit; scaled
+            to the working height), are not training targets (KITTI evaluates none under 25).
         device, seed, workers: where, which random stream, data-loading processes.
     """
 
@@ -59,6 +64,8 @@ class TrainConfig:
     init: str | None = None
     model: dict = field(default_factory=dict)
     checkpoint_every: int = 500
+    augment: dict | None = field(default_factory=dict)
+    min_box_height: float = 12.0
     device: str = "cpu"
     seed: int = 0
     workers: int = 0
@@ -100,10 +107,11 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu"):
 
 
 class _Mixture:
-    """Samples (dataset, index) by the data sets' weights from a seeded generator."""
+    """Samples (dataset, index, augmentation draw) by the data sets' weights from a seeded
+    generator, so a run (and a resumed run) sees a reproducible stream of training views."""
 
-    def __init__(self, datasets, weights, seed: int):
-        self.datasets, self.gen = datasets, torch.Generator().manual_seed(seed)
+    def __init__(self, datasets, weights, seed: int, augment: Augment | None = None):
+        self.datasets, self.gen, self.augment = datasets, torch.Generator().manual_seed(seed), augment
         w = torch.tensor(weights, dtype=torch.float64)
         if (w <= 0).any() or not len(w):
             raise ValueError("data weights must be positive")
@@ -114,7 +122,9 @@ class _Mixture:
         items = []
         for d in which.tolist():
             ds = self.datasets[d]
-            items.append(ds[int(torch.randint(len(ds), (), generator=self.gen))])
+            i = int(torch.randint(len(ds), (), generator=self.gen))
+            rng = np.random.default_rng(int(torch.randint(2**62, (), generator=self.gen)))
+            items.append(ds.sample(i, self.augment, rng))
         return collate(items)
 
 
@@ -153,11 +163,10 @@ def train(config: TrainConfig, out: str | os.PathLike, progress: bool = True) ->
         model.load_state_dict(resumed.state_dict())
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
-    datasets = [
-        DetectionDataset(p, config.size, rerender=config.rerender, flip=True, seed=config.seed + i)
-        for i, (p, _) in enumerate(config.data)
-    ]
-    mixture = _Mixture(datasets, [w for _, w in config.data], config.seed + 7919 * (start + 1))
+    min_h = config.min_box_height * config.size[0] / 375
+    datasets = [DetectionDataset(p, config.size, rerender=config.rerender, min_height=min_h) for p, _ in config.data]
+    augment = None if config.augment is None else Augment(**config.augment)
+    mixture = _Mixture(datasets, [w for _, w in config.data], config.seed + 7919 * (start + 1), augment)
 
     def lr_at(step: int) -> float:
         if step < config.warmup:
