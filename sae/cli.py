@@ -240,6 +240,53 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eps(items: list[str] | None) -> dict[str, float]:
+    from sae.scene.editor import PAPER_EPS, PARAMETERS
+
+    eps = dict(PAPER_EPS)
+    for item in items or []:
+        name, _, value = item.partition("=")
+        if name not in PARAMETERS or not value:
+            raise ValueError(f"--eps {item!r}: expected PARAMETER=VALUE with PARAMETER in {', '.join(PARAMETERS)}")
+        try:
+            eps[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--eps {item!r}: the value must be a number") from None
+    return eps
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    import json
+
+    from sae.attacks.runner import attack_split
+    from sae.attacks.semantic import PixelConfig, SemanticConfig
+    from sae.detectors.train import load_checkpoint
+
+    terms = tuple(args.terms) if args.terms else None
+    if args.method in ("fgsm", "pgd"):
+        steps = 1 if args.method == "fgsm" else (args.steps or 10)
+        config = PixelConfig(
+            eps=args.pixel_eps, steps=steps, random_start=args.random_start, terms=terms, seed=args.seed
+        )
+    else:
+        config = SemanticConfig(
+            combo=args.combo,
+            method=args.method,
+            eps=_eps(args.eps),
+            steps=args.steps,
+            terms=terms,
+            seed=args.seed,
+        )
+    model, state = load_checkpoint(args.checkpoint, args.device)
+    size = tuple(json.loads(state["config"])["size"])
+    summary = attack_split(
+        model, args.data, args.out, config, size, args.batch_size, args.limit, args.device, progress=True
+    )
+    print(json.dumps({k: summary[k] for k in ("examples", "loss_before", "loss_after", "raised")}, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sae.bench import FULL_SIZE, WORKING_SIZE
 
@@ -389,6 +436,35 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--iou", nargs="+", default=None, help="CLASS=THRESHOLD … e.g. Car=0.5 (default: KITTI's)")
     me.add_argument("--json", action="store_true", help="print JSON instead of a table")
     me.set_defaults(func=cmd_metrics)
+
+    at = groups.add_parser(
+        "attack",
+        help="attack every frame of a split; write the SAEs (or pixel perturbations) as a data set",
+        description="Semantic (sfgsm, isfgsm, spgd, cw, random) or pixel (fgsm, pgd) attack on every frame of "
+        "a VKITTI2 folder that carries IRs, against a trained checkpoint. Writes OUT/vkitti2 and OUT/kitti "
+        "with labels from the renderer, OUT/attack.jsonl (per-example losses, θ in physical units, timing), "
+        "OUT/theta/ and OUT/summary.json. A rerun skips finished examples.",
+    )
+    at.add_argument("--checkpoint", required=True, help="the victim (a `sae train` checkpoint)")
+    at.add_argument("--data", required=True, help="VKITTI2 folder with IRs, e.g. DATA/eval/vkitti2")
+    at.add_argument("--out", required=True, help="output folder")
+    at.add_argument(
+        "--method",
+        default="isfgsm",
+        choices=["sfgsm", "isfgsm", "spgd", "cw", "random", "fgsm", "pgd"],
+        help="default isfgsm (the paper's iterative sFGSM)",
+    )
+    at.add_argument("--combo", default="translate+rotate+mesh", help="semantic parameters joined by '+'")
+    at.add_argument("--eps", nargs="+", default=None, help="PARAMETER=VALUE … (default: the paper's ε)")
+    at.add_argument("--steps", type=int, default=None, help="iterations (default: 1 for sfgsm/fgsm, 6, 10 for pgd)")
+    at.add_argument("--pixel-eps", type=float, default=8 / 255, help="ℓ∞ radius of pixel attacks (default 8/255)")
+    at.add_argument("--random-start", action="store_true", help="PGD's random start")
+    at.add_argument("--terms", nargs="+", default=None, help="loss terms to maximise (default: the confidence term)")
+    at.add_argument("--batch-size", type=int, default=8)
+    at.add_argument("--limit", type=int, default=None, help="attack only the first N frames")
+    at.add_argument("--device", default="cpu")
+    at.add_argument("--seed", type=int, default=0)
+    at.set_defaults(func=cmd_attack)
 
     bench = groups.add_parser("bench", help="speed and memory benchmarks", description="Speed and memory benchmarks.")
     bsub = bench.add_subparsers(dest="command", metavar="<command>", required=True)

@@ -22,3 +22,13 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def smoke_data(tmp_path_factory):
+    """The smoke-scale data set (seed 3), generated once per session and shared read-only."""
+    from sae.data.generate import generate
+
+    out = tmp_path_factory.mktemp("smoke_data")
+    generate(out, "smoke", seed=3, workers=1, progress=False)
+    return out

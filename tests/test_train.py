@@ -5,16 +5,13 @@ import json
 import pytest
 import torch
 
-from sae.data.generate import generate
 from sae.detectors.data import DetectionDataset
 from sae.detectors.train import TrainConfig, load_checkpoint, predict, train
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    generate(out, "smoke", seed=3, workers=1, progress=False)
-    return out
+def data(smoke_data):
+    return smoke_data
 
 
 def _config(data, **kw):

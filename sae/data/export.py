@@ -32,6 +32,7 @@ class ExportItem:
     frame: int
     ir: Scene
     image: np.ndarray | None = None  # (H, W, 3) uint8
+    camera: int = 0
 
 
 def export(items: Iterable[ExportItem], out: str | Path, jpeg_quality: int = 95) -> int:
@@ -39,7 +40,7 @@ def export(items: Iterable[ExportItem], out: str | Path, jpeg_quality: int = 95)
     out = Path(out)
     frames: dict[tuple[str, str], dict] = {}
     infos: dict[tuple[str, str], dict] = {}
-    count = 0
+    count = kitti_count = 0
     for item in items:
         scene = item.ir
         if scene.batch_size != 1:
@@ -53,13 +54,15 @@ def export(items: Iterable[ExportItem], out: str | Path, jpeg_quality: int = 95)
                 raise ValueError(f"export item {item.scene}/{item.frame}: image must be uint8 {record.rgb.shape}")
             record.rgb = item.image
         root = out / "vkitti2"
-        vkitti.write_frame_images(root, item.scene, item.variation, 0, item.frame, record, jpeg_quality)
-        scene.save(vkitti.frame_path(root, item.scene, item.variation, "ir", 0, item.frame))
-        kitti.write_frame(out / "kitti", count, record)
+        vkitti.write_frame_images(root, item.scene, item.variation, item.camera, item.frame, record, jpeg_quality)
+        scene.save(vkitti.frame_path(root, item.scene, item.variation, "ir", item.camera, item.frame))
+        if item.camera == 0:  # KITTI's image_2 is the left camera
+            kitti.write_frame(out / "kitti", kitti_count, record)
+            kitti_count += 1
         key = (item.scene, item.variation)
         record.rgb = record.rgb[:1, :1]  # the text files need only the annotations
         record.depth = record.classes = record.instance = None
-        frames.setdefault(key, {})[(item.frame, 0)] = record
+        frames.setdefault(key, {})[(item.frame, item.camera)] = record
         infos.setdefault(key, {}).update({o.track_id: (o.label, o.model, o.color) for o in objects})
         count += 1
     for (scene_name, variation), seq in frames.items():

@@ -26,10 +26,14 @@ class Detector(nn.Module, metaclass=abc.ABCMeta):
     """Base class: subclasses implement ``forward``, ``loss`` and ``decode``."""
 
     num_classes: int
+    #: the loss term that scores "is there an object here" (the attacks' default objective)
+    confidence_term: str = "confidence"
 
     @abc.abstractmethod
-    def loss(self, raw: dict[str, torch.Tensor], targets: Targets) -> dict[str, torch.Tensor]:
-        """Named loss terms and their weighted sum ``"total"``."""
+    def loss(self, raw: dict[str, torch.Tensor], targets: Targets, reduction: str = "mean") -> dict[str, torch.Tensor]:
+        """Named loss terms and their weighted sum ``"total"``: scalars averaged over the batch
+        (``reduction="mean"``), or ``(B,)`` per image (``"none"``, what attacks that keep each
+        image's best iterate need)."""
 
     @abc.abstractmethod
     def decode(
@@ -50,6 +54,15 @@ class Detector(nn.Module, metaclass=abc.ABCMeta):
             return self.decode(self(images), **kwargs)
         finally:
             self.train(was)
+
+
+def reduce_loss(per_image: torch.Tensor, reduction: str) -> torch.Tensor:
+    """``(B,)`` per-image loss values → their mean (``"mean"``) or themselves (``"none"``)."""
+    if reduction == "mean":
+        return per_image.mean()
+    if reduction == "none":
+        return per_image
+    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
 
 
 def nms_per_image(

@@ -16,7 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sae.detectors.base import Detections, Detector, Targets, box_iou, cxcywh_to_xyxy, decode_batch, elementwise_iou
+from sae.detectors.base import (
+    Detections,
+    Detector,
+    Targets,
+    box_iou,
+    cxcywh_to_xyxy,
+    decode_batch,
+    elementwise_iou,
+    reduce_loss,
+)
 
 #: SqueezeDet's KITTI anchor shapes (width, height) in pixels at 1242×375.
 KITTI_ANCHORS = ((36, 37), (366, 174), (115, 59), (162, 87), (38, 90), (258, 173), (224, 108), (78, 170), (72, 43))
@@ -97,6 +106,8 @@ class ConvDet(nn.Module):
 
 class SqueezeDet(Detector):
     """SqueezeDet. ``forward`` takes ``(B, 3, H, W)`` images in [0, 1]."""
+
+    confidence_term = "confidence"
 
     STRIDE = 16
 
@@ -204,7 +215,7 @@ class SqueezeDet(Detector):
             taken[a] = True
         return out
 
-    def loss(self, raw: dict[str, torch.Tensor], targets: Targets) -> dict[str, torch.Tensor]:
+    def loss(self, raw: dict[str, torch.Tensor], targets: Targets, reduction: str = "mean") -> dict[str, torch.Tensor]:
         cfg = self.config
         anchors = raw["anchors"]
         anchors_xyxy = cxcywh_to_xyxy(anchors)
@@ -240,7 +251,7 @@ class SqueezeDet(Detector):
             else:
                 ce = raw["class_logits"][i].sum() * 0.0
             terms["class"].append(cfg.w_class * ce)
-        out = {k: torch.stack(v).mean() for k, v in terms.items()}
+        out = {k: reduce_loss(torch.stack(v), reduction) for k, v in terms.items()}
         out["total"] = out["bbox"] + out["confidence"] + out["class"]
         return out
 

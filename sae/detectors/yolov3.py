@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sae.detectors.base import Detections, Detector, Targets, box_iou, cxcywh_to_xyxy, decode_batch
+from sae.detectors.base import Detections, Detector, Targets, box_iou, cxcywh_to_xyxy, decode_batch, reduce_loss
 
 #: YOLOv3's COCO anchor shapes (width, height) in pixels at 416×416, small to large.
 COCO_ANCHORS = ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (116, 90), (156, 198), (373, 326))
@@ -194,6 +194,8 @@ class YOLOv3(Detector):
     top-left corner ``x, y`` in pixels and the anchor's ``w, h``), ``strides (N,)``, ``grids``
     (the three ``(gh, gw)``) and ``image_hw``."""
 
+    confidence_term = "objectness"
+
     STRIDE = 32
 
     def __init__(self, config: YOLOv3Config | None = None):
@@ -305,7 +307,7 @@ class YOLOv3(Detector):
         gy = torch.minimum(torch.floor((centre[:, 1] + 0.5) / stride).long().clamp_min(0), gh - 1)
         return offsets[scale] + (gy * gw + gx) * 3 + k
 
-    def loss(self, raw: dict[str, torch.Tensor], targets: Targets) -> dict[str, torch.Tensor]:
+    def loss(self, raw: dict[str, torch.Tensor], targets: Targets, reduction: str = "mean") -> dict[str, torch.Tensor]:
         cfg = self.config
         anchors, strides = raw["anchors"], raw["strides"]
         pred = self.boxes(raw["deltas"], anchors, strides)  # (B, N, 4)
@@ -338,7 +340,7 @@ class YOLOv3(Detector):
             terms["box"].append(cfg.w_box * box)
             terms["objectness"].append(objectness)
             terms["class"].append(cfg.w_class * cls)
-        out = {k: torch.stack(v).mean() for k, v in terms.items()}
+        out = {k: reduce_loss(torch.stack(v), reduction) for k, v in terms.items()}
         out["total"] = out["box"] + out["objectness"] + out["class"]
         return out
 

@@ -1,0 +1,334 @@
+"""The iterative sign-gradient core that pixel FGSM/PGD and semantic sFGSM/iterative sFGSM/sPGD
+share, the semantic Carlini–Wagner optimiser, and the random-search baseline.
+
+Every attack here works on a dict of named parameter tensors whose first dimension is the
+batch, through two callables:
+
+* ``make(params) -> (images, aux)``: the perturbed images ``(B, 3, H, W)`` (differentiable in
+  ``params``) and whatever the objective needs besides them (e.g. the targets the renderer
+  placed);
+* ``objective(images, aux) -> (B,)``: the loss each image's attack maximises.
+
+Gradients are taken in two stages — objective → images, then images → parameters — which gives
+the same gradient as one backward pass and lets the time be split between the image maker
+(the renderer for semantic attacks) and the objective (the detector). One *query* is one
+evaluation of the objective; an attack of ``steps`` gradient steps makes ``steps + 1`` queries
+(the last evaluates the final iterate), and the random search is given the same number.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+Params = dict[str, torch.Tensor]
+Make = Callable[[Params], tuple[torch.Tensor, object]]
+Objective = Callable[[torch.Tensor, object], torch.Tensor]
+Project = Callable[[Params], Params]
+
+
+@dataclass
+class Timer:
+    """Seconds spent making images (rendering), in the objective (detector) and elsewhere."""
+
+    make: float = 0.0
+    objective: float = 0.0
+    total: float = 0.0
+
+    @property
+    def other(self) -> float:
+        return max(self.total - self.make - self.objective, 0.0)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"render": self.make, "detector": self.objective, "other": self.other, "total": self.total}
+
+
+@dataclass
+class AttackResult:
+    """What an attack returns.
+
+    Attributes:
+        params: the chosen iterate per example (detached).
+        images: its images ``(B, 3, H, W)`` (detached).
+        aux: the ``aux`` that ``make`` returned for them.
+        loss_before: objective at the unperturbed parameters ``(B,)``.
+        loss_after: objective at the chosen iterate ``(B,)``.
+        trace: ``(queries, B)`` objective at every query, in order.
+        sensitivity: per parameter, ``(B,)`` first-order gain ``Σ|∂L/∂p| · step`` at the start —
+            how much one sign step of that parameter is predicted to raise the objective.
+        queries: objective evaluations made.
+        time: :class:`Timer` (seconds for the whole batch).
+    """
+
+    params: Params
+    images: torch.Tensor
+    aux: object
+    loss_before: torch.Tensor
+    loss_after: torch.Tensor
+    trace: torch.Tensor
+    sensitivity: dict[str, torch.Tensor] = field(default_factory=dict)
+    queries: int = 0
+    time: Timer = field(default_factory=Timer)
+
+
+def _sync(t: torch.Tensor) -> None:
+    if t.is_cuda:
+        torch.cuda.synchronize(t.device)
+
+
+def _value_and_grad(make: Make, objective: Objective, params: Params, timer: Timer, need_grad: bool = True):
+    """Objective ``(B,)``, gradients w.r.t. ``params`` (or None), images and aux at ``params``."""
+    leaves = {k: v.detach().requires_grad_(need_grad) for k, v in params.items()}
+    t = time.perf_counter()
+    with torch.set_grad_enabled(need_grad):
+        images, aux = make(leaves)
+    _sync(images)
+    timer.make += time.perf_counter() - t
+    t = time.perf_counter()
+    with torch.set_grad_enabled(need_grad):
+        x = images.detach().requires_grad_(need_grad)
+        loss = objective(x, aux)
+        if need_grad:
+            (g_img,) = torch.autograd.grad(loss.sum(), x)
+    _sync(loss)
+    timer.objective += time.perf_counter() - t
+    grads = None
+    if need_grad:
+        t = time.perf_counter()
+        names = list(leaves)
+        got = torch.autograd.grad(images, [leaves[k] for k in names], g_img, allow_unused=True)
+        grads = {k: (torch.zeros_like(leaves[k]) if g is None else g) for k, g in zip(names, got, strict=True)}
+        _sync(images)
+        timer.make += time.perf_counter() - t
+    return loss.detach(), grads, images.detach(), aux
+
+
+def _choose(best: Params, cand: Params, better: torch.Tensor) -> Params:
+    out = {}
+    for k, v in cand.items():
+        m = better.view((-1,) + (1,) * (v.dim() - 1))
+        out[k] = torch.where(m, v, best[k])
+    return out
+
+
+def sign_gradient(
+    make: Make,
+    objective: Objective,
+    init: Params,
+    step: dict[str, float],
+    project: Project,
+    steps: int = 1,
+    keep_best: bool = False,
+    random_start: dict[str, float] | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callable[[int, Params, torch.Tensor, torch.Tensor], None] | None = None,
+) -> AttackResult:
+    """Iterative sign-gradient ascent: ``p ← Π(p + step · sign(∇_p L))``, ``steps`` times.
+
+    Args:
+        make, objective: see the module docstring.
+        init: the starting (unperturbed) parameters, e.g. θ = ⊥ or δ = 0.
+        step: per parameter, the step size (the paper's ε for sFGSM).
+        project: Π, onto the parameters' ball ∩ feasible set.
+        steps: gradient steps (1 = FGSM / sFGSM).
+        keep_best: return each example's iterate with the highest objective among
+            ``1 … steps`` (the paper's iterative sFGSM); otherwise the last one (PGD).
+        random_start: per parameter, the half-width of a uniform random start (projected);
+            None starts at ``init``.
+        generator: random stream of the random start.
+        callback: called as ``callback(query, params, images, loss)`` at every query
+            (diagnostics, tests of the invariants).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be ≥ 1, got {steps}")
+    missing = set(init) - set(step)
+    if missing:
+        raise KeyError(f"no step size for {sorted(missing)}")
+    timer = Timer()
+    t_start = time.perf_counter()
+    params = {k: v.detach().clone() for k, v in init.items()}
+    trace, sensitivity = [], {}
+    if random_start:
+        params = project(
+            {
+                k: v
+                + (torch.rand(v.shape, generator=generator, dtype=v.dtype).to(v.device) * 2 - 1)
+                * random_start.get(k, 0.0)
+                for k, v in params.items()
+            }
+        )
+    loss_before = None
+    best = best_loss = best_images = best_aux = None
+    for k in range(steps + 1):
+        last = k == steps
+        loss, grads, images, aux = _value_and_grad(make, objective, params, timer, need_grad=not last)
+        trace.append(loss)
+        if callback is not None:
+            callback(k, params, images, loss)
+        if k == 0:
+            loss_before = loss
+            if grads is not None:
+                dims = {n: tuple(range(1, g.dim())) for n, g in grads.items()}
+                sensitivity = {
+                    n: (g.abs().sum(dim=dims[n]) if dims[n] else g.abs()) * step[n] for n, g in grads.items()
+                }
+        if k > 0 and keep_best:
+            if best is None:
+                best, best_loss, best_images, best_aux = params, loss, images, aux
+            else:
+                better = loss > best_loss
+                best = _choose(best, params, better)
+                best_images = torch.where(better.view(-1, 1, 1, 1), images, best_images)
+                best_loss = torch.where(better, loss, best_loss)
+                best_aux = _merge_aux(best_aux, aux, better)
+        if last:
+            break
+        params = project({n: params[n] + step[n] * grads[n].sign() for n in params})
+    if keep_best:
+        params, loss, images, aux = best, best_loss, best_images, best_aux
+    timer.total = time.perf_counter() - t_start
+    return AttackResult(
+        params=params,
+        images=images,
+        aux=aux,
+        loss_before=loss_before,
+        loss_after=loss,
+        trace=torch.stack(trace),
+        sensitivity=sensitivity,
+        queries=len(trace),
+        time=timer,
+    )
+
+
+def _merge_aux(old, new, better: torch.Tensor):
+    """Per-example choice between two ``aux`` values (lists are chosen item by item)."""
+    if isinstance(old, list) and isinstance(new, list):
+        return [n if b else o for o, n, b in zip(old, new, better.tolist(), strict=True)]
+    return new if bool(better.all()) else old
+
+
+def random_search(
+    make: Make,
+    objective: Objective,
+    init: Params,
+    radius: dict[str, float],
+    project: Project,
+    queries: int,
+    generator: torch.Generator | None = None,
+    corners: bool = True,
+    callback: Callable[[int, Params, torch.Tensor, torch.Tensor], None] | None = None,
+) -> AttackResult:
+    """Gradient-free baseline: ``queries − 1`` random draws in the same ball, keep each
+    example's best (the first query evaluates ``init``, giving the loss before).
+
+    Args:
+        radius: per parameter, the ball's half-width; draws are projected by ``project``.
+        corners: draw ``± radius`` per element (where sign-gradient steps land), else uniform.
+    """
+    if queries < 2:
+        raise ValueError(f"random search needs ≥ 2 queries, got {queries}")
+    timer = Timer()
+    t_start = time.perf_counter()
+    base = {k: v.detach().clone() for k, v in init.items()}
+    loss0, _, images0, aux0 = _value_and_grad(make, objective, base, timer, need_grad=False)
+    trace = [loss0]
+    if callback is not None:
+        callback(0, base, images0, loss0)
+    best = best_loss = best_images = best_aux = None
+    for _ in range(queries - 1):
+        draw = {}
+        for k, v in base.items():
+            u = torch.rand(v.shape, generator=generator, dtype=v.dtype).to(v.device)
+            noise = torch.where(u < 0.5, -1.0, 1.0).to(v.dtype) if corners else u * 2 - 1
+            draw[k] = v + noise * radius[k]
+        draw = project(draw)
+        loss, _, images, aux = _value_and_grad(make, objective, draw, timer, need_grad=False)
+        trace.append(loss)
+        if callback is not None:
+            callback(len(trace) - 1, draw, images, loss)
+        if best is None:
+            best, best_loss, best_images, best_aux = draw, loss, images, aux
+        else:
+            better = loss > best_loss
+            best = _choose(best, draw, better)
+            best_images = torch.where(better.view(-1, 1, 1, 1), images, best_images)
+            best_loss = torch.where(better, loss, best_loss)
+            best_aux = _merge_aux(best_aux, aux, better)
+    timer.total = time.perf_counter() - t_start
+    return AttackResult(best, best_images, best_aux, loss0, best_loss, torch.stack(trace), {}, len(trace), timer)
+
+
+def carlini_wagner(
+    make: Make,
+    objective: Objective,
+    init: Params,
+    scale: dict[str, float],
+    project: Project,
+    steps: int = 6,
+    c: float = 1.0,
+    lr: float = 0.5,
+    callback: Callable[[int, Params, torch.Tensor, torch.Tensor], None] | None = None,
+) -> AttackResult:
+    """Semantic Carlini–Wagner (the paper's recipe: δ → θ, x + δ → τ(x, θ)): minimise
+    ``Σ_p mean((p / scale_p)²) − c · L(τ(x, θ))`` with Adam over ``steps`` steps, projecting
+    onto the feasible set after each, and keep each example's iterate with the lowest value of
+    that objective. ``scale`` (the per-parameter ε) makes the norm dimensionless; ``lr`` is in
+    the same units (0.5 moves a parameter by about half its ε per step at first)."""
+    if steps < 1:
+        raise ValueError(f"steps must be ≥ 1, got {steps}")
+    timer = Timer()
+    t_start = time.perf_counter()
+    base = {k: v.detach().clone() for k, v in init.items()}
+    u = {k: torch.zeros_like(v, requires_grad=True) for k, v in base.items()}
+    opt = torch.optim.Adam(list(u.values()), lr=lr)
+
+    def penalty(params: Params) -> torch.Tensor:
+        total = 0
+        for k, v in params.items():
+            d = (v - base[k]) / scale[k]
+            total = total + d.pow(2).flatten(1).mean(1)
+        return total
+
+    trace = []
+    best = best_val = best_loss = best_images = best_aux = None
+    loss_before = sensitivity = None
+    for k in range(steps + 1):
+        params = project({n: base[n] + u[n].detach() * scale[n] for n in base})
+        with torch.no_grad():
+            for n in u:
+                u[n].copy_((params[n] - base[n]) / scale[n])
+        last = k == steps
+        loss, grads, images, aux = _value_and_grad(make, objective, params, timer, need_grad=not last)
+        trace.append(loss)
+        if callback is not None:
+            callback(k, params, images, loss)
+        value = penalty(params) - c * loss
+        if k == 0:
+            loss_before = loss
+            sensitivity = {n: g.abs().flatten(1).sum(1) * scale[n] for n, g in (grads or {}).items()}
+        else:
+            if best is None:
+                best, best_val, best_loss, best_images, best_aux = params, value, loss, images, aux
+            else:
+                better = value < best_val
+                best = _choose(best, params, better)
+                best_images = torch.where(better.view(-1, 1, 1, 1), images, best_images)
+                best_val = torch.where(better, value, best_val)
+                best_loss = torch.where(better, loss, best_loss)
+                best_aux = _merge_aux(best_aux, aux, better)
+        if last:
+            break
+        opt.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            pen = penalty({n: base[n] + u[n] * scale[n] for n in base}).sum()
+            pen.backward()
+        for n in u:  # chain rule through θ = base + u · scale for the detector term
+            u[n].grad = u[n].grad - c * grads[n] * scale[n]
+        opt.step()
+    timer.total = time.perf_counter() - t_start
+    return AttackResult(
+        best, best_images, best_aux, loss_before, best_loss, torch.stack(trace), sensitivity, len(trace), timer
+    )

@@ -1,0 +1,217 @@
+"""Attack a whole split and write the result as a data set (``sae attack``).
+
+The input is a Virtual KITTI 2 folder whose frames carry their IR (``frames/ir/``), as the
+generator and ``sae data derender`` write them. Every frame is attacked (batched), and the
+output is a data set in the same layout — ``OUT/vkitti2`` (with the SAEs' IRs) and
+``OUT/kitti`` — whose labels come from the renderer, so ``sae eval`` and any other detector
+framework can use it. Beside it:
+
+* ``OUT/attack.jsonl``: one record per example — its name, θ in physical units, the loss
+  before and after and at every query, per-parameter sensitivity, queries, and seconds split
+  into render, detector and other time;
+* ``OUT/theta/<name>.npz``: θ* per example (the perturbation δ for pixel attacks, as uint8
+  pixels of ``x + δ``);
+* ``OUT/summary.json``: the configuration and the means over the split.
+
+Finished examples are not redone: each batch's records and θ are written atomically before the
+next batch starts, and a rerun skips them; the data set is (re)written from them at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sae.attacks.semantic import (
+    PixelConfig,
+    SemanticConfig,
+    physical_theta,
+    pixel_attack,
+    render_targets,
+    semantic_attack,
+)
+from sae.data.export import ExportItem, export
+from sae.data.vkitti import VKITTI2
+from sae.io import atomic_path, write_text
+from sae.render.renderer import render
+from sae.scene import editor
+from sae.scene.ir import Scene
+
+RECORDS = "attack.jsonl"
+
+
+def _slug(name: str) -> str:
+    return name.replace("/", "_")
+
+
+def ir_frames(data: str | os.PathLike, limit: int | None = None) -> list[tuple[str, object, int, int, Path]]:
+    """``(name, key, frame, camera, ir_path)`` of every Camera_0 frame with an IR, in order."""
+    reader = VKITTI2(data)
+    out = []
+    for i, (key, index, camera) in enumerate(reader.index):
+        if not reader.has(key, "ir", camera, index):
+            raise FileNotFoundError(
+                f"{reader.file(key, 'ir', camera, index)}: missing — attacks need the IR of every frame "
+                "(generate the data with `sae data generate` or de-render it with `sae data derender`)"
+            )
+        out.append((reader.name(i), key, index, camera, reader.file(key, "ir", camera, index)))
+    return out[:limit] if limit else out
+
+
+def _done(out: Path) -> dict[str, dict]:
+    path = out / RECORDS
+    if not path.is_file():
+        return {}
+    done = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{number}: corrupt record ({exc}); delete the line to redo that example") from None
+        if (out / "theta" / f"{_slug(row['name'])}.npz").is_file():
+            done[row["name"]] = row
+    return done
+
+
+def _append_records(out: Path, rows: list[dict]) -> None:
+    path = out / RECORDS
+    old = path.read_text() if path.is_file() else ""
+    write_text(path, old + "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def attack_split(
+    victim,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    config: SemanticConfig | PixelConfig,
+    size: tuple[int, int],
+    batch_size: int = 8,
+    limit: int | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Attack every frame of ``data`` and write the SAE (or pixel-perturbed) data set to ``out``.
+
+    Args:
+        victim: the detector (moved to ``device``).
+        size: the detector's ``(height, width)``.
+        limit: attack only the first ``limit`` frames.
+
+    Returns:
+        The summary (also in ``out/summary.json``).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    victim = victim.to(device)
+    frames = ir_frames(data, limit)
+    done = _done(out)
+    todo = [f for f in frames if f[0] not in done]
+    semantic = isinstance(config, SemanticConfig)
+    bar = tqdm(total=len(frames), initial=len(frames) - len(todo), desc="attack", unit="SAE", disable=not progress)
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        scenes = Scene.cat([Scene.load(f[4]) for f in chunk]).to(device)
+        t0 = time.perf_counter()
+        if semantic:
+            result = semantic_attack(victim, scenes, config, size=size)
+        else:
+            with torch.no_grad():
+                rendered = render(scenes)
+            targets = render_targets(scenes, rendered, size)
+            result = pixel_attack(victim, rendered.image_chw, targets, config, size=size)
+        seconds = time.perf_counter() - t0
+        physical = physical_theta(result.params, scenes) if semantic else [{} for _ in chunk]
+        rows = []
+        for b, (name, *_rest) in enumerate(chunk):
+            n = int(scenes.obj_valid[b].sum()) if semantic else 0
+            arrays = {}
+            for k, v in result.params.items():
+                v = v[b].detach().cpu()
+                if semantic and k in editor.OBJECT_PARAMETERS:
+                    v = v[: Scene.load(chunk[b][4]).max_objects]
+                arrays[k] = v.numpy()
+            if not semantic:  # store the perturbed pixels themselves, as the data set does
+                arrays = {"image": _to_uint8(result.images[b])}
+            with atomic_path(out / "theta" / f"{_slug(name)}.npz") as tmp, open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+            share = 1.0 / len(chunk)
+            rows.append(
+                {
+                    "name": name,
+                    "objects": n,
+                    "loss_before": float(result.loss_before[b]),
+                    "loss_after": float(result.loss_after[b]),
+                    "trace": [float(v) for v in result.trace[:, b]],
+                    "sensitivity": {k: float(v[b]) for k, v in result.sensitivity.items()},
+                    "theta": physical[b],
+                    "queries": result.queries,
+                    "seconds": {k: v * share for k, v in result.time.as_dict().items()},
+                    "wall_seconds": seconds * share,
+                }
+            )
+        _append_records(out, rows)
+        bar.update(len(chunk))
+    bar.close()
+    return finish(out, frames, config, size)
+
+
+def _to_uint8(image_chw: torch.Tensor) -> np.ndarray:
+    return (image_chw.detach().clamp(0, 1).permute(1, 2, 0) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+def finish(out: Path, frames, config, size) -> dict:
+    """Write the data set and ``summary.json`` from the stored records and θ."""
+    done = _done(out)
+    semantic = isinstance(config, SemanticConfig)
+
+    def items():
+        for name, key, index, camera, ir_path in frames:
+            scene = Scene.load(ir_path)
+            with np.load(out / "theta" / f"{_slug(name)}.npz", allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            if semantic:
+                theta = {k: torch.from_numpy(v).to(scene.dtype)[None] for k, v in arrays.items()}
+                yield ExportItem(key.scene, key.variation, index, editor.apply(scene, theta), camera=camera)
+            else:
+                image = arrays["image"]
+                if image.shape[:2] != (scene.height, scene.width):
+                    raise ValueError(
+                        f"{name}: pixel attacks write images at the IR's size; the detector's size {size} differs"
+                    )
+                yield ExportItem(key.scene, key.variation, index, scene, image=image, camera=camera)
+
+    count = export(items(), out)
+    rows = [done[f[0]] for f in frames]
+
+    def mean(values):
+        values = list(values)
+        return float(np.mean(values)) if values else float("nan")
+
+    summary = {
+        "kind": "semantic" if semantic else "pixel",
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+        "size": list(size),
+        "examples": count,
+        "loss_before": mean(r["loss_before"] for r in rows),
+        "loss_after": mean(r["loss_after"] for r in rows),
+        "raised": mean(r["loss_after"] > r["loss_before"] for r in rows),
+        "queries": rows[0]["queries"] if rows else 0,
+        "seconds_per_example": {
+            k: mean(r["seconds"][k] for r in rows) for k in ("render", "detector", "other", "total")
+        },
+        "sensitivity": {
+            k: mean(r["sensitivity"].get(k, 0.0) for r in rows) for k in (rows[0]["sensitivity"] if rows else {})
+        },
+        "theta": {k: mean(abs(r["theta"].get(k, 0.0)) for r in rows) for k in (rows[0]["theta"] if rows else {})},
+    }
+    write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,303 @@
+"""Attacks: invariants of the semantic and pixel attacks over random draws, the textbook pixel
+baseline on a hand-worked model, query budgets, and the victim's mode."""
+
+import pytest
+import torch
+
+from sae.attacks.core import sign_gradient
+from sae.attacks.semantic import (
+    PixelConfig,
+    SemanticConfig,
+    eval_mode,
+    physical_theta,
+    pixel_attack,
+    render_targets,
+    semantic_attack,
+)
+from sae.data.street import street_world, world_scene
+from sae.detectors.squeezedet import SqueezeDet, SqueezeDetConfig
+from sae.render.renderer import render
+from sae.scene import editor
+from sae.scene.ffd import MAX_OFFSET, bottom_layer_mask
+from sae.scene.ir import FOLIAGE_RANGE, WEATHER_RANGE, Scene
+
+H, W = 94, 310
+
+
+@pytest.fixture(scope="module")
+def victim():
+    torch.manual_seed(0)
+    return SqueezeDet(SqueezeDetConfig(image_size=(H, W), width=0.25, dropout=0.0)).double()
+
+
+def _scenes(seed: int, batch: int = 2):
+    scenes = [world_scene(street_world(seed + k, 6, 1, 1), 8 * k, H, W) for k in range(batch)]
+    return Scene.cat(scenes)
+
+
+def _check_feasible(theta, scenes, ball):
+    tol = 1e-9
+    for p, v in theta.items():
+        assert torch.isfinite(v).all()
+        assert v.abs().max() <= ball[p] + tol, p
+    if "color" in theta:
+        c = scenes.obj_color + theta["color"]
+        assert c.min() >= -tol and c.max() <= 1 + tol
+    for name, ranges in (("weather", WEATHER_RANGE), ("foliage", FOLIAGE_RANGE)):
+        if name in theta:
+            code = getattr(scenes, name) + theta[name]
+            for i, (lo, hi) in enumerate(ranges):
+                assert code[:, i].min() >= lo - tol and code[:, i].max() <= hi + tol
+    if "mesh" in theta:
+        ffd = scenes.obj_ffd + theta["mesh"]
+        assert ffd.abs().max() <= MAX_OFFSET + tol
+        assert (ffd[..., torch.as_tensor(bottom_layer_mask()), 1] == 0).all()  # wheels stay on the ground
+    if "translate" in theta or "rotate" in theta:
+        moved = editor.apply(scenes, theta)
+        new = editor.overlaps(moved, editor.EditorConfig().clearance_m) & ~editor.overlaps(
+            scenes, editor.EditorConfig().clearance_m
+        )
+        assert not new.any(), "a moved object runs into another"
+        moving = torch.zeros_like(scenes.obj_valid)
+        if "translate" in theta:
+            moving |= theta["translate"].abs().sum(-1) > 0
+        if "rotate" in theta:
+            moving |= theta["rotate"] != 0
+        assert (moved.obj_location[..., 2][moving & scenes.obj_valid] >= editor.EditorConfig().min_depth_m - 1e-9).all()
+
+
+COMBOS = [
+    "color",
+    "weather",
+    "foliage",
+    "rotate",
+    "translate",
+    "mesh",
+    "translate+rotate+mesh",
+    "color+weather+foliage+rotate+translate+mesh",
+]
+
+
+@pytest.mark.parametrize("method", ["isfgsm", "spgd", "cw", "random"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_query_stays_in_the_ball_and_feasible_set(victim, method, seed):
+    gen = torch.Generator().manual_seed(seed)
+    combo = COMBOS[int(torch.randint(len(COMBOS), (), generator=gen))]
+    # large ε so the feasible set, not the ball, binds somewhere
+    eps = {p: e * 6 for p, e in editor.PAPER_EPS.items()}
+    cfg = SemanticConfig(combo=combo, method=method, eps=eps, steps=3, seed=seed)
+    scenes = _scenes(10 * seed + 3)
+    seen = []
+
+    def check(k, theta, images, loss):
+        _check_feasible(theta, scenes, cfg.ball())
+        assert torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+        assert torch.isfinite(loss).all()
+        seen.append(k)
+
+    result = semantic_attack(victim, scenes, cfg, callback=check)
+    assert seen == list(range(4)) and result.queries == 4 and result.trace.shape == (4, 2)
+    _check_feasible(result.params, scenes, cfg.ball())
+    # the result is one of the queried iterates: its loss is in the trace
+    for b in range(2):
+        assert torch.isclose(result.trace[:, b], result.loss_after[b]).any()
+    if method in ("isfgsm", "random"):  # keep-best: nothing queried after the start beats it
+        assert (result.loss_after >= result.trace[1:].max(0).values - 1e-12).all()
+
+
+def test_theta_zero_reproduces_the_benign_image(victim):
+    scenes = _scenes(5)
+    benign = render(scenes).image_chw
+    seen = {}
+
+    def grab(k, theta, images, loss):
+        seen.setdefault(k, images)
+
+    semantic_attack(victim, scenes, SemanticConfig(combo="translate+rotate+mesh", method="sfgsm"), callback=grab)
+    assert torch.equal(seen[0], benign)
+
+
+@pytest.mark.parametrize("param", ["color", "weather", "foliage", "rotate", "translate", "mesh"])
+def test_one_step_sfgsm_moves_each_parameter_by_exactly_eps(victim, param):
+    scenes = _scenes(7)
+    cfg = SemanticConfig(combo=param, method="sfgsm")
+    result = semantic_attack(victim, scenes, cfg)
+    theta = result.params[param]
+    # the gradient at θ = 0, independently
+    t0 = editor.zero_theta(scenes, (param,), requires_grad=True)
+    edited = editor.apply(scenes, t0)
+    out = render(edited)
+    with eval_mode(victim):
+        loss = victim.loss(victim(out.image_chw), render_targets(edited, out, (H, W)), reduction="none")["confidence"]
+    (g,) = torch.autograd.grad(loss.sum(), t0[param])
+    eps = cfg.eps[param]
+    # θ1 = Π(ε · sign(g)): exactly ±ε in the gradient's sign, 0 where the gradient is 0, except
+    # where the feasible set binds (colour range, pinned ground layer, a neighbour in the way)
+    expected = editor.project({param: eps * g.sign()}, scenes, {param: eps})[param]
+    assert torch.equal(theta, expected)
+    free = theta.abs() == eps
+    if param in editor.OBJECT_PARAMETERS:  # padding slots have no gradient
+        free_share = free[scenes.obj_valid].float().mean()
+    else:  # a clear-noon scene cannot lose fog, cloud or dusk: Π holds those at 0
+        free_share = free.float().mean()
+    assert free_share >= 0.25, "a good share of the entries moves by the full ε"
+    assert (theta[free].sign() == g[free].sign()).all()
+    assert g.abs().sum() > 0, "the victim's confidence term must depend on the parameter"
+
+
+def test_physical_units(victim):
+    scenes = _scenes(2)
+    theta = editor.zero_theta(scenes, ("rotate", "translate", "weather"))
+    theta["rotate"][:] = 0.01
+    theta["translate"][..., 0] = 0.03
+    theta["weather"][:, 0] = 0.25
+    rows = physical_theta(theta, scenes)
+    assert rows[0]["rotate_deg"] == pytest.approx(1.8)
+    assert rows[0]["translate_m"] == pytest.approx(0.3)
+    assert rows[0]["fog"] == pytest.approx(0.25)
+
+
+def test_the_victim_gets_its_mode_and_gradients_back(victim):
+    victim.train()
+    flags = [p.requires_grad for p in victim.parameters()]
+    semantic_attack(victim, _scenes(1, batch=1), SemanticConfig(combo="color", method="sfgsm"))
+    assert victim.training and [p.requires_grad for p in victim.parameters()] == flags
+    assert all(p.grad is None for p in victim.parameters()), "an attack must not leave gradients on the victim"
+    victim.eval()
+
+
+class _Linear(torch.nn.Module):
+    """A hand-workable victim: its "confidence" loss per image is ⟨w, x⟩."""
+
+    confidence_term = "confidence"
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = torch.nn.Parameter(w)
+
+    def forward(self, x):
+        return {"score": (x * self.w).flatten(1).sum(1)}
+
+    def loss(self, raw, targets, reduction="mean"):
+        v = raw["score"]
+        return {"confidence": v if reduction == "none" else v.mean()}
+
+
+def test_pixel_fgsm_is_the_textbook_step():
+    w = torch.tensor([[[[1.0, -2.0], [0.0, 3.0]]]]).expand(1, 3, 2, 2).clone()
+    x = torch.tensor([[[[0.5, 0.5], [0.2, 0.99]]]]).expand(1, 3, 2, 2).clone()
+    r = pixel_attack(_Linear(w), x, [{}], PixelConfig(eps=0.1, steps=1))
+    # x + ε sign(w), clipped to [0, 1]; no change where w = 0
+    expected = torch.tensor([[[[0.6, 0.4], [0.2, 1.0]]]]).expand(1, 3, 2, 2)
+    assert torch.allclose(r.images, expected)
+    assert torch.allclose(r.loss_after - r.loss_before, ((expected - x) * w).flatten(1).sum(1))
+
+
+def test_pixel_pgd_is_the_textbook_iteration():
+    # gradient sign flips with the iterate: loss = ⟨w, x⟩ with w = +1; steps of 0.03 from 0.5,
+    # clipped to the ε = 0.05 ball: 0.53, 0.55, 0.55
+    x = torch.full((1, 3, 2, 2), 0.5)
+    r = pixel_attack(_Linear(torch.ones(1, 3, 2, 2)), x, [{}], PixelConfig(eps=0.05, steps=3, step=0.03))
+    assert torch.allclose(r.images, torch.full_like(x, 0.55))
+    assert torch.allclose(r.trace[:, 0], torch.tensor([0.5, 0.53, 0.55, 0.55]) * 12)
+    # random start stays inside the ball and the image range
+    r = pixel_attack(_Linear(-torch.ones(1, 3, 2, 2)), x, [{}], PixelConfig(eps=0.05, steps=2, random_start=True))
+    assert (r.images - x).abs().max() <= 0.05 + 1e-7 and torch.allclose(r.images, torch.full_like(x, 0.45))
+
+
+def test_random_search_spends_the_same_queries_and_never_loses_to_benign(victim):
+    scenes = _scenes(4)
+    grad = semantic_attack(victim, scenes, SemanticConfig(combo="color+weather", method="isfgsm", steps=4))
+    rand = semantic_attack(victim, scenes, SemanticConfig(combo="color+weather", method="random", steps=4))
+    assert grad.queries == rand.queries == 5
+    assert torch.allclose(grad.loss_before, rand.loss_before)
+
+
+def test_core_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="steps"):
+        sign_gradient(
+            lambda p: (p["a"], None), lambda x, a: x.sum(), {"a": torch.zeros(1)}, {"a": 0.1}, lambda p: p, steps=0
+        )
+    with pytest.raises(KeyError, match="step size"):
+        sign_gradient(lambda p: (p["a"], None), lambda x, a: x.sum(), {"a": torch.zeros(1)}, {}, lambda p: p)
+    with pytest.raises(ValueError, match="method"):
+        SemanticConfig(method="fgsm-ish")
+    with pytest.raises(ValueError, match="combination"):
+        SemanticConfig(combo="colour")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(smoke_data, tmp_path_factory):
+    from sae.detectors.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        data=[(str(smoke_data / "finetune" / "vkitti2"), 1.0)],
+        size=(94, 310),
+        iterations=2,
+        batch_size=2,
+        model={"width": 0.25, "dropout": 0.0},
+    )
+    return train(cfg, tmp_path_factory.mktemp("victim"), progress=False)
+
+
+def test_attack_cli_writes_a_resumable_sae_data_set(smoke_data, checkpoint, tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from sae.cli import main
+    from sae.data.vkitti import VKITTI2
+
+    out = tmp_path / "sae"
+    base = [
+        "attack",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        str(smoke_data / "eval" / "vkitti2"),
+        "--out",
+        str(out),
+    ]
+    args = base + ["--combo", "color+translate", "--steps", "2", "--batch-size", "1"]
+    assert main(args + ["--limit", "1"]) == 0
+    first = (out / "attack.jsonl").read_text().splitlines()
+    assert len(first) == 1
+    assert main(args + ["--limit", "2"]) == 0  # resumes: the finished example is not redone
+    rows = [json.loads(line) for line in (out / "attack.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and json.dumps(rows[0]) == first[0]
+    for r in rows:
+        assert r["queries"] == 3 and len(r["trace"]) == 3
+        assert set(r["seconds"]) == {"render", "detector", "other", "total"} and r["seconds"]["render"] > 0
+        assert set(r["theta"]) == {"color_rgb", "translate_m"} and r["theta"]["translate_m"] <= 0.2 * 10 + 1e-6
+    # the SAE data set: labels from the renderer of the edited IR
+    sae = VKITTI2(out / "vkitti2")
+    assert len(sae) == 2
+    frame = sae[0]
+    ir = sae.file(sae.index[0][0], "ir", 0, sae.index[0][1])
+    from sae.scene.ir import Scene
+
+    rendered = render(Scene.load(ir))
+    vis = [n for n in range(rendered.boxes.shape[1]) if rendered.pixel_count[0, n] > 0]
+    assert sorted(tuple(o.box) for o in frame.objects if o.label != "DontCare") == sorted(
+        tuple(float(v) for v in rendered.boxes[0, n].tolist()) for n in vis
+    )
+    assert len(list((out / "kitti").rglob("*.txt"))) >= 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["examples"] == 2 and summary["kind"] == "semantic"
+    # the SAE set is evaluated like any other folder
+    assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(out / "vkitti2")]) == 0
+    # a pixel FGSM set: every pixel within ε (plus uint8 rounding) of the benign rendering
+    pix = tmp_path / "pixel"
+    eps = 4 / 255
+    assert main(base[:-1] + [str(pix), "--method", "fgsm", "--pixel-eps", str(eps), "--limit", "2"]) == 0
+    benign = VKITTI2(smoke_data / "eval" / "vkitti2")
+    key, index, _ = benign.index[0]
+    x = render(Scene.load(benign.file(key, "ir", 0, index))).image[0].numpy()
+    from sae.data.kitti import KITTI
+
+    adv = KITTI(pix / "kitti")[0].rgb.astype(np.float32) / 255  # PNG (the VKITTI2 copy is JPEG)
+    diff = np.abs(adv - x)
+    assert diff.max() <= eps + 1 / 255 + 1e-6 and diff.max() > eps / 2
+    capsys.readouterr()
+    assert main(base + ["--combo", "colour"]) == 2
+    assert "colour" in capsys.readouterr().err
