@@ -287,6 +287,30 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fid(args: argparse.Namespace) -> int:
+    import json
+
+    from sae.detectors.train import load_checkpoint
+    from sae.metrics.fid import DetectorFeatures, InceptionFeatures, folder_batches, frechet_distance
+
+    model, state = load_checkpoint(args.checkpoint, "cpu")
+    size = tuple(json.loads(state["config"])["size"])
+    extractor = InceptionFeatures(args.inception_weights) if args.inception_weights else DetectorFeatures(model, size)
+    result = {"features": "inception-v3" if args.inception_weights else f"detector:{args.checkpoint}", "fid": {}}
+    for item in args.sets:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).name, item
+        value = frechet_distance(extractor, folder_batches(args.benign, size), folder_batches(path, size))
+        result["fid"][name] = value
+        print(f"FID {name}: {value:.4f}")
+    if args.out:
+        from sae.io import write_text
+
+        write_text(Path(args.out), json.dumps(result, indent=2) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sae.bench import FULL_SIZE, WORKING_SIZE
 
@@ -465,6 +489,20 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--device", default="cpu")
     at.add_argument("--seed", type=int, default=0)
     at.set_defaults(func=cmd_attack)
+
+    fi = groups.add_parser(
+        "fid",
+        help="Fréchet distance of SAE / pixel sets to the benign set",
+        description="FID (torchmetrics) of each set against the benign set. Features: the checkpoint's backbone "
+        "(no download needed), or Inception-v3 when --inception-weights names torchvision's weights file. Use "
+        "KITTI folders (lossless PNG) for all sets.",
+    )
+    fi.add_argument("--checkpoint", required=True, help="detector whose backbone gives the features")
+    fi.add_argument("--benign", required=True, help="the benign folder, e.g. DATA/eval/kitti")
+    fi.add_argument("--sets", nargs="+", required=True, help="NAME=FOLDER … (e.g. sae=OUT/kitti pixel=PIX/kitti)")
+    fi.add_argument("--inception-weights", default=None, help="torchvision inception_v3 state dict (.pth)")
+    fi.add_argument("--out", default=None, help="write the distances as JSON")
+    fi.set_defaults(func=cmd_fid)
 
     bench = groups.add_parser("bench", help="speed and memory benchmarks", description="Speed and memory benchmarks.")
     bsub = bench.add_subparsers(dest="command", metavar="<command>", required=True)

@@ -233,9 +233,12 @@ def checkpoint(smoke_data, tmp_path_factory):
     cfg = TrainConfig(
         data=[(str(smoke_data / "finetune" / "vkitti2"), 1.0)],
         size=(94, 310),
-        iterations=2,
+        iterations=12,
         batch_size=2,
-        model={"width": 0.25, "dropout": 0.0},
+        lr=2e-3,
+        optimizer="adam",
+        warmup=2,
+        model={"width": 0.25, "dropout": 0.0, "batch_norm": True},
     )
     return train(cfg, tmp_path_factory.mktemp("victim"), progress=False)
 
@@ -301,3 +304,55 @@ def test_attack_cli_writes_a_resumable_sae_data_set(smoke_data, checkpoint, tmp_
     capsys.readouterr()
     assert main(base + ["--combo", "colour"]) == 2
     assert "colour" in capsys.readouterr().err
+
+
+def test_fid_is_zero_on_itself_and_grows_with_noise(smoke_data, checkpoint, tmp_path, capsys):
+    import json
+
+    from sae.cli import main
+    from sae.detectors.train import load_checkpoint
+    from sae.metrics.fid import DetectorFeatures, folder_batches, frechet_distance
+
+    model, _ = load_checkpoint(checkpoint)
+    ext = DetectorFeatures(model, (94, 310))
+    benign = smoke_data / "eval" / "kitti"
+    same = frechet_distance(ext, folder_batches(benign, (94, 310)), folder_batches(benign, (94, 310)))
+    gen = torch.Generator().manual_seed(0)
+    noisy = [(b + 0.2 * torch.randn(b.shape, generator=gen)).clamp(0, 1) for b in folder_batches(benign, (94, 310))]
+    far = frechet_distance(ext, folder_batches(benign, (94, 310)), noisy)
+    assert abs(same) < 1e-3 * max(far, 1e-9) and far > 0
+    assert (
+        main(
+            [
+                "fid",
+                "--checkpoint",
+                str(checkpoint),
+                "--benign",
+                str(benign),
+                "--sets",
+                f"self={benign}",
+                "--out",
+                str(tmp_path / "f.json"),
+            ]
+        )
+        == 0
+    )
+    assert abs(json.loads((tmp_path / "f.json").read_text())["fid"]["self"]) < 1e-3 * far
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "fid",
+                "--checkpoint",
+                str(checkpoint),
+                "--benign",
+                str(benign),
+                "--sets",
+                "x=/nonexistent",
+                "--inception-weights",
+                str(tmp_path / "none.pth"),
+            ]
+        )
+        == 2
+    )
+    assert "none.pth" in capsys.readouterr().err

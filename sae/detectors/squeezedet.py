@@ -158,6 +158,10 @@ class SqueezeDet(Detector):
         raw["image_hw"] = tuple(images.shape[-2:])
         return raw
 
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C)`` image embedding: the backbone's last feature map, averaged over space."""
+        return self.features((images - self.mean) / self.std).mean(dim=(2, 3))
+
     def anchors(self, grid, image_hw, device, dtype) -> torch.Tensor:
         """``(G·K, 4)`` anchors ``(cx, cy, w, h)`` in pixels, cell-major like the head's output."""
         key = (tuple(grid), tuple(image_hw), str(device), dtype)

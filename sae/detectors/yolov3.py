@@ -221,6 +221,10 @@ class YOLOv3(Detector):
         self._anchor_cache: dict = {}
 
     # ------------------------------------------------------------------ forward and anchors
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C)`` image embedding: the backbone's stride-32 feature map, averaged over space."""
+        return self.backbone((images - self.mean) / self.std)[2].mean(dim=(2, 3))
+
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = images.shape[-2:]
         x = (images - self.mean) / self.std
