@@ -226,6 +226,20 @@ def cmd_data_figure(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_attack(args: argparse.Namespace) -> int:
+    import json
+
+    from sae.bench import format_attack_table, run_attack_bench
+
+    model = json.loads(args.model) if args.model else None
+    print(
+        format_attack_table(
+            run_attack_bench(args.sizes, args.batches, args.repeats, args.device, args.combo, args.steps, model)
+        )
+    )
+    return 0
+
+
 def cmd_bench_detect(args: argparse.Namespace) -> int:
     import json
 
@@ -553,6 +567,20 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--device", default="cpu")
     bd.add_argument("--model", default=None, help="detector options as JSON, e.g. '{\"width\": 0.5}'")
     bd.set_defaults(func=cmd_bench_detect)
+    ba = bsub.add_parser(
+        "attack",
+        help="seconds per SAE (render / detector / other) and semantic vs pixel iteration cost",
+        description="Time iterative sFGSM on SqueezeDet (a street of ten cars, a pedestrian and a cyclist) and "
+        "pixel PGD with the same iterations on the same victim and images; print a Markdown table.",
+    )
+    ba.add_argument("--sizes", type=_size, nargs="+", default=[FULL_SIZE, WORKING_SIZE], help="WIDTHxHEIGHT sizes")
+    ba.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes (default: 1 8)")
+    ba.add_argument("--repeats", type=int, default=2, help="timed runs; the best is kept")
+    ba.add_argument("--steps", type=int, default=6, help="attack iterations (default: the paper's 6)")
+    ba.add_argument("--combo", default="translate+rotate+mesh")
+    ba.add_argument("--device", default="cpu")
+    ba.add_argument("--model", default=None, help="SqueezeDet options as JSON (default: the original)")
+    ba.set_defaults(func=cmd_bench_attack)
     return parser
 
 

@@ -15,6 +15,14 @@ def test_every_command_has_help(capsys):
         ["render", "scene", "--help"],
         ["bench", "--help"],
         ["bench", "render", "--help"],
+        ["bench", "detect", "--help"],
+        ["bench", "attack", "--help"],
+        ["data", "--help"],
+        ["train", "--help"],
+        ["eval", "--help"],
+        ["metrics", "--help"],
+        ["attack", "--help"],
+        ["fid", "--help"],
     ):
         try:
             main(argv)
@@ -60,3 +68,15 @@ def test_bench_detect_prints_a_table(capsys):
     )
     out = capsys.readouterr().out
     assert "| squeezedet | 160×48 | 1 |" in out and "inference img/s" in out
+
+
+def test_bench_attack_prints_a_table(capsys):
+    argv = ["bench", "attack", "--sizes", "160x48", "--batches", "1", "--repeats", "1", "--steps", "2"]
+    assert main(argv + ["--model", '{"width": 0.25}']) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| 160×48 | 1 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    sae_s, render_s, detector_s, other_s = (float(c) for c in cells[2:6])
+    assert sae_s > 0 and render_s > 0 and detector_s > 0
+    assert abs(render_s + detector_s + other_s - sae_s) < 1e-2 * max(sae_s, 1e-3) + 2e-3
+    assert float(cells[8]) > 0  # semantic / pixel iteration ratio
