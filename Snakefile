@@ -16,6 +16,8 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/detectors.smk"
+include: "workflow/rules/attacks.smk"
 include: "workflow/rules/report.smk"
 
 

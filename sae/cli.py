@@ -89,6 +89,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Limited:
+    """The first ``n`` frames of a detection data set."""
+
+    def __init__(self, ds, n: int):
+        self.ds, self.n = ds, min(n, len(ds))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        if i >= self.n:
+            raise IndexError(i)
+        return self.ds[i]
+
+    def __getattr__(self, name):
+        return getattr(self.ds, name)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
@@ -101,6 +119,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = json.loads(state["config"])
     size = tuple(cfg["size"])
     ds = DetectionDataset(args.data, size, rerender=args.rerender)
+    if args.limit is not None:
+        ds = _Limited(ds, args.limit)
     preds, targets = predict(model, ds, device=args.device, progress=True)
     levels = metrics_all_levels(preds, targets, image_height=size[0])
     print(format_metrics(levels))
@@ -325,6 +345,16 @@ def cmd_fid(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_table_attacks(args: argparse.Namespace) -> int:
+    from sae import tables
+
+    paper = {"table1": tables.PAPER_TABLE1, "table2": tables.PAPER_TABLE2, "none": None}[args.paper]
+    rows = tables.attack_rows(args.benign, args.attacks, args.difficulty, paper)
+    tables.write_table(rows, tables.ATTACK_COLUMNS, args.out, args.title)
+    print(Path(args.out).with_suffix(".md").read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sae.bench import FULL_SIZE, WORKING_SIZE
 
@@ -458,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--out", default=None, help="folder for metrics.json, the raw detections.npz and KITTI result files (kitti/)"
     )
+    ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N frames")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--figure", default=None, help="also draw detections on the first frames to this PNG")
     ev.set_defaults(func=cmd_eval)
@@ -517,6 +548,22 @@ def build_parser() -> argparse.ArgumentParser:
     fi.add_argument("--inception-weights", default=None, help="torchvision inception_v3 state dict (.pth)")
     fi.add_argument("--out", default=None, help="write the distances as JSON")
     fi.set_defaults(func=cmd_fid)
+
+    tb = groups.add_parser("table", help="write the paper's tables (CSV + Markdown, paper beside ours)")
+    tsub = tb.add_subparsers(dest="command", metavar="<command>", required=True)
+    ta = tsub.add_parser(
+        "attacks",
+        help="recall/mAP on SAE sets vs benign (Tables 1 and 2)",
+        description="One row for the benign evaluation and one per attack folder (its summary.json and the "
+        "eval/metrics.json of `sae eval --out ATTACK/eval`), with the paper's numbers beside.",
+    )
+    ta.add_argument("--benign", required=True, help="`sae eval --out` folder of the benign images")
+    ta.add_argument("--attacks", nargs="+", required=True, help="`sae attack --out` folders")
+    ta.add_argument("--paper", choices=["table1", "table2", "none"], default="none")
+    ta.add_argument("--difficulty", default="moderate", choices=["easy", "moderate", "hard", "all"])
+    ta.add_argument("--title", default="")
+    ta.add_argument("--out", required=True, help="output stem: STEM.csv and STEM.md")
+    ta.set_defaults(func=cmd_table_attacks)
 
     bench = groups.add_parser("bench", help="speed and memory benchmarks", description="Speed and memory benchmarks.")
     bsub = bench.add_subparsers(dest="command", metavar="<command>", required=True)

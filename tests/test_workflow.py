@@ -1,5 +1,6 @@
 """The Snakemake workflow: the DAG of every config, config validation, and a smoke run."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -39,6 +40,19 @@ def test_dry_run_builds_the_whole_dag(config, tmp_path):
     jobs = _jobs(proc.stdout)
     for rule in ("generate_data", "derender_report", "render_demo", "data_figure", "all"):
         assert jobs.get(rule) == 1, (rule, jobs)
+    cfg = yaml.safe_load((ROOT / config).read_text())
+    detectors = len(cfg["detectors"])
+    for rule in ("pretrain", "finetune", "eval_benign"):
+        assert jobs.get(rule) == detectors, (rule, jobs)
+    combos = 63 if cfg["attacks"]["combos"] == "all" else len(set(cfg["attacks"]["combos"]) | SINGLES)
+    # one SAE set per combination, plus the random-search baseline of the headline combination
+    assert jobs.get("attack") == jobs.get("eval_attack") == combos + 1, jobs
+    assert jobs.get("pixel_attack") == jobs.get("eval_pixel") == 2
+    for rule in ("table1", "table2", "baselines", "fid", "timing", "eval_benign_subset"):
+        assert jobs.get(rule) == 1, (rule, jobs)
+
+
+SINGLES = {"color", "weather", "foliage", "rotate", "translate", "mesh"}
 
 
 @pytest.mark.parametrize(
@@ -51,6 +65,11 @@ def test_dry_run_builds_the_whole_dag(config, tmp_path):
         (("data", "size"), [621], "size"),
         (("figures", "demo_seed"), "three", "demo_seed"),
         (("colour",), 1, "colour"),
+        (("attacks", "combos"), ["colour+rotate"], "combos"),
+        (("attacks", "eps", "mesh"), -0.025, "mesh"),
+        (("attacks", "steps"), "six", "steps"),
+        (("detectors", "squeezedet", "pretrain", "lr"), 0, "lr"),
+        (("metrics", "difficulty"), "medium", "difficulty"),
     ],
 )
 def test_malformed_config_fails_before_any_job_naming_the_key(path, value, key, tmp_path):
@@ -96,8 +115,22 @@ def test_smoke_run_end_to_end(tmp_path):
     ):
         assert (out / path).is_file(), path
     assert "box IoU" in (out / "tables" / "derender.md").read_text()
+    for table in ("table1", "table2", "baselines"):
+        text = (out / "tables" / f"{table}.md").read_text()
+        assert "| benign |" in text and (out / "tables" / f"{table}.csv").is_file()
+    assert "| color | isfgsm | 2 |" in (out / "tables" / "table1.md").read_text()
+    assert "| rotate+translate+mesh | random | 2 |" in (out / "tables" / "baselines.md").read_text()
+    assert set(json.loads((out / "tables" / "fid.json").read_text())["fid"]) == {"sae", "pixel"}
+    assert "s/SAE" in (out / "tables" / "timing.md").read_text()
     again = _snakemake("-n", "--configfile", "config/smoke.yaml", "--config", "results=out", cwd=work)
     assert "Nothing to be done" in again.output
+    # an attack setting changes: the attacks rerun, the detectors are not retrained
+    cfg = yaml.safe_load((work / "config" / "smoke.yaml").read_text())
+    cfg["attacks"]["eps"]["mesh"] = 0.05
+    (work / "config" / "smoke.yaml").write_text(yaml.safe_dump(cfg))
+    changed = _snakemake("-n", "--configfile", "config/smoke.yaml", "--config", "results=out", cwd=work)
+    jobs = _jobs(changed.stdout)
+    assert jobs.get("attack", 0) >= 11 and not {"generate_data", "pretrain", "finetune"} & set(jobs), jobs
     report = _snakemake(
         "--configfile", "config/smoke.yaml", "--config", "results=out", "--report", "report.html", cwd=work
     )

@@ -19,10 +19,83 @@ def size_arg(size):
     return "" if size is None else f"--size {size[0]}x{size[1]}"
 
 
+def work_size():
+    """The working [width, height]: the config's, or the data scale's own."""
+    from sae.data.generate import SCALES
+
+    if config["data"]["size"]:
+        return list(config["data"]["size"])
+    h, w = SCALES[config["data"]["scale"]].size
+    return [w, h]
+
+
+WORK_SIZE = work_size()
+DETECTORS = list(config["detectors"])
+VICTIM = config["attacks"]["victim"]
+
+
+def all_combos():
+    from itertools import combinations
+
+    from sae.scene.editor import PARAMETERS
+
+    return ["+".join(c) for k in range(1, len(PARAMETERS) + 1) for c in combinations(PARAMETERS, k)]
+
+
+def attack_combos():
+    combos = config["attacks"]["combos"]
+    return all_combos() if combos == "all" else [canonical_combo(c) for c in combos]
+
+
+def canonical_combo(combo):
+    from sae.scene.editor import parse_combo
+
+    return "+".join(parse_combo(combo))
+
+
+SINGLES = [c for c in all_combos() if "+" not in c]
+HEADLINE = canonical_combo(config["attacks"]["headline"])
+
+
+def checkpoint(detector, stage="finetune"):
+    return results("models", detector, stage, "final.pt")
+
+
+def json_arg(value):
+    import json
+
+    return "'" + json.dumps(value, separators=(",", ":")) + "'"
+
+
+def train_args(detector, stage):
+    c = config["detectors"][detector]
+    t = c[stage]
+    return (
+        f"--detector {detector} --size {WORK_SIZE[0]}x{WORK_SIZE[1]} --iterations {t['iterations']} "
+        f"--batch-size {t['batch_size']} --optimizer {t['optimizer']} --lr {t['lr']} --warmup {t['warmup']} "
+        f"--model {json_arg(c['model'])} --checkpoint-every {t['checkpoint_every']} "
+        f"--device {config['device']} --seed {config['seed']}"
+    )
+
+
+def eps_args():
+    return "--eps " + " ".join(f"{k}={v}" for k, v in config["attacks"]["eps"].items())
+
+
+def gpu():
+    return 1 if config["device"].startswith("cuda") else 0
+
+
 def all_outputs():
     return [
         data_manifest(),
         results("tables", "derender.md"),
         results("figures", "render_demo.png"),
         results("figures", "data_variations.png"),
+        *[results("eval", d, "benign", "metrics.json") for d in DETECTORS],
+        results("tables", "table1.md"),
+        results("tables", "table2.md"),
+        results("tables", "baselines.md"),
+        results("tables", "fid.json"),
+        results("tables", "timing.md"),
     ]

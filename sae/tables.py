@@ -1,0 +1,133 @@
+"""The paper's tables, ours beside theirs: CSV and Markdown from the workflow's outputs.
+
+Every number in a table is read from a file the workflow wrote (``metrics.json`` of ``sae
+eval``, ``summary.json`` of ``sae attack``); the paper's numbers are quoted from its text
+(Tables 1–2, §5.1).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+from sae.io import write_text
+
+#: Table 1 of the paper: single-parameter SAEs on SqueezeDet, (recall, mAP) %.
+PAPER_TABLE1 = {
+    "color": (100.0, 99.5),
+    "weather": (100.0, 98.8),
+    "foliage": (100.0, 99.7),
+    "translate": (100.0, 99.2),
+    "rotate": (100.0, 98.2),
+    "mesh": (98.7, 98.7),
+}
+#: Table 2 (the four combinations the paper shows), (recall, mAP) %.
+PAPER_TABLE2 = {
+    "translate+rotate": (100.0, 82.0),
+    "translate+rotate+mesh": (100.0, 65.9),
+    "translate+mesh": (100.0, 80.8),
+    "rotate+mesh": (100.0, 98.7),
+}
+#: Benign SqueezeDet on the images of Tables 1–2, (recall, mAP) %.
+PAPER_BENIGN_TABLES = (100.0, 99.4)
+#: §5.1: the 882-image evaluation split, benign and under translate+rotate+mesh SAEs.
+PAPER_EFFECTIVENESS = {"benign": (93.63, 85.95), "sae": (93.17, 57.78)}
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing input: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+
+
+def metrics_at(eval_dir: str | os.PathLike, difficulty: str) -> dict:
+    """The ``difficulty`` level of ``eval_dir/metrics.json``."""
+    levels = read_json(Path(eval_dir) / "metrics.json")
+    if difficulty not in levels:
+        raise KeyError(f"{eval_dir}/metrics.json has no difficulty {difficulty!r}")
+    return levels[difficulty]
+
+
+def write_table(rows: list[dict], columns: list[tuple[str, str]], stem: str | os.PathLike, title: str = "") -> None:
+    """``stem.csv`` and ``stem.md`` from ``rows``; ``columns`` are ``(key, header)``; floats
+    with one decimal in Markdown, full precision in CSV; missing values are empty / "–"."""
+    stem = Path(stem)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([k for k, _ in columns])
+    for r in rows:
+        writer.writerow(["" if r.get(k) is None else r[k] for k, _ in columns])
+    write_text(stem.with_suffix(".csv"), buf.getvalue())
+
+    def cell(v):
+        if v is None:
+            return "–"
+        return f"{v:.1f}" if isinstance(v, float) else str(v)
+
+    lines = [f"# {title}", ""] if title else []
+    lines.append("| " + " | ".join(h for _, h in columns) + " |")
+    lines.append("|" + "---|" * len(columns))
+    lines += ["| " + " | ".join(cell(r.get(k)) for k, _ in columns) + " |" for r in rows]
+    write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+
+
+ATTACK_COLUMNS = [
+    ("combo", "parameters"),
+    ("method", "attack"),
+    ("examples", "SAEs"),
+    ("recall", "recall"),
+    ("mAP", "mAP"),
+    ("delta_mAP", "Δ mAP vs benign"),
+    ("raised", "loss raised (%)"),
+    ("paper_recall", "paper recall"),
+    ("paper_mAP", "paper mAP"),
+]
+
+
+def attack_rows(benign_eval: str, attack_dirs: list[str], difficulty: str, paper: dict | None = None) -> list[dict]:
+    """One row for the benign images and one per attack folder (its ``summary.json`` and the
+    ``eval/metrics.json`` that ``sae eval`` wrote for its data set)."""
+    from sae.scene.editor import parse_combo
+
+    paper = {"+".join(parse_combo(k)): v for k, v in (paper or {}).items()}
+    base = metrics_at(benign_eval, difficulty)
+    rows = [
+        {
+            "combo": "benign",
+            "method": "–",
+            "examples": None,
+            "recall": base["recall"],
+            "mAP": base["mAP"],
+            "delta_mAP": 0.0,
+            "raised": None,
+            "paper_recall": PAPER_BENIGN_TABLES[0] if paper else None,
+            "paper_mAP": PAPER_BENIGN_TABLES[1] if paper else None,
+        }
+    ]
+    for d in attack_dirs:
+        summary = read_json(Path(d) / "summary.json")
+        m = metrics_at(Path(d) / "eval", difficulty)
+        cfg = summary["config"]
+        combo = cfg.get("combo", "pixel")
+        p = paper.get(combo)
+        rows.append(
+            {
+                "combo": combo,
+                "method": cfg.get("method", "pgd" if cfg.get("steps", 1) > 1 else "fgsm"),
+                "examples": summary["examples"],
+                "recall": m["recall"],
+                "mAP": m["mAP"],
+                "delta_mAP": m["mAP"] - base["mAP"],
+                "raised": 100 * summary["raised"],
+                "paper_recall": p[0] if p else None,
+                "paper_mAP": p[1] if p else None,
+            }
+        )
+    return rows

@@ -1,0 +1,238 @@
+# Attacks on the victim over the evaluation split: one SAE data set per {combo} (all 63
+# non-empty subsets of the six parameters), the random-search baseline and pixel attacks at the
+# same budget, each evaluated like any data set.
+
+EXAMPLES = config["attacks"]["examples"]
+
+
+wildcard_constraints:
+    combo="[a-z+]+",
+    method="[a-z]+",
+
+
+rule attack:
+    input:
+        ckpt=checkpoint(VICTIM),
+    output:
+        results("attacks", "{method}", "{combo}", "summary.json"),
+    params:
+        data=results("data", "eval", "vkitti2"),
+        out=lambda wc, output: str(Path(output[0]).parent),
+        eps=eps_args(),
+        steps=config["attacks"]["steps"],
+        examples=EXAMPLES,
+        batch=config["attacks"]["batch_size"],
+        device=config["device"],
+        seed=config["seed"],
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=gpu(),
+    log:
+        results("logs", "attack_{method}_{combo}.log"),
+    benchmark:
+        results("benchmarks", "attack_{method}_{combo}.tsv")
+    shell:
+        "{SAE} attack --checkpoint {input.ckpt} --data {params.data} --out {params.out} --method {wildcards.method} "
+        "--combo {wildcards.combo} {params.eps} --steps {params.steps} --limit {params.examples} "
+        "--batch-size {params.batch} --device {params.device} --seed {params.seed} > {log} 2>&1"
+
+
+rule pixel_attack:
+    input:
+        ckpt=checkpoint(VICTIM),
+    output:
+        results("pixel", "{method}", "summary.json"),
+    params:
+        data=results("data", "eval", "vkitti2"),
+        out=lambda wc, output: str(Path(output[0]).parent),
+        eps=config["attacks"]["pixel"]["eps"],
+        steps=lambda wc: 1 if wc.method == "fgsm" else config["attacks"]["pixel"]["steps"],
+        examples=EXAMPLES,
+        batch=config["attacks"]["batch_size"],
+        device=config["device"],
+        seed=config["seed"],
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=gpu(),
+    log:
+        results("logs", "pixel_{method}.log"),
+    benchmark:
+        results("benchmarks", "pixel_{method}.tsv")
+    shell:
+        "{SAE} attack --checkpoint {input.ckpt} --data {params.data} --out {params.out} --method {wildcards.method} "
+        "--pixel-eps {params.eps} --steps {params.steps} --limit {params.examples} "
+        "--batch-size {params.batch} --device {params.device} --seed {params.seed} > {log} 2>&1"
+
+
+rule eval_attack:
+    input:
+        ckpt=checkpoint(VICTIM),
+        summary=results("attacks", "{method}", "{combo}", "summary.json"),
+    output:
+        results("attacks", "{method}", "{combo}", "eval", "metrics.json"),
+    params:
+        data=lambda wc, input: str(Path(input.summary).parent / "vkitti2"),
+        out=lambda wc, output: str(Path(output[0]).parent),
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    log:
+        results("logs", "eval_attack_{method}_{combo}.log"),
+    shell:
+        "{SAE} eval --checkpoint {input.ckpt} --data {params.data} --rerender --out {params.out} > {log} 2>&1"
+
+
+rule eval_pixel:
+    input:
+        ckpt=checkpoint(VICTIM),
+        summary=results("pixel", "{method}", "summary.json"),
+    output:
+        results("pixel", "{method}", "eval", "metrics.json"),
+    params:
+        data=lambda wc, input: str(Path(input.summary).parent / "kitti"),
+        out=lambda wc, output: str(Path(output[0]).parent),
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    log:
+        results("logs", "eval_pixel_{method}.log"),
+    shell:
+        "{SAE} eval --checkpoint {input.ckpt} --data {params.data} --out {params.out} > {log} 2>&1"
+
+
+rule eval_benign_subset:
+    input:
+        checkpoint(VICTIM),
+    output:
+        results("eval", VICTIM, "benign-attacked", "metrics.json"),
+    params:
+        data=results("data", "eval", "vkitti2"),
+        out=lambda wc, output: str(Path(output[0]).parent),
+        examples=EXAMPLES,
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    log:
+        results("logs", "eval_benign_attacked.log"),
+    shell:
+        "{SAE} eval --checkpoint {input} --data {params.data} --rerender --limit {params.examples} "
+        "--out {params.out} > {log} 2>&1"
+
+
+def attack_dir(method, combo):
+    return results("attacks", method, combo)
+
+
+def attack_table_inputs(combos, method):
+    return [results("attacks", method, c, "eval", "metrics.json") for c in combos]
+
+
+rule table1:
+    input:
+        benign=rules.eval_benign_subset.output,
+        attacks=attack_table_inputs(SINGLES, config["attacks"]["method"]),
+    output:
+        md=report(results("tables", "table1.md"), caption="../report/tables.rst", category="Tables"),
+        csv=results("tables", "table1.csv"),
+    params:
+        benign=lambda wc, input: str(Path(input.benign[0]).parent),
+        attacks=[attack_dir(config["attacks"]["method"], c) for c in SINGLES],
+        difficulty=config["metrics"]["difficulty"],
+        stem=results("tables", "table1"),
+    log:
+        results("logs", "table1.log"),
+    shell:
+        "{SAE} table attacks --benign {params.benign} --attacks {params.attacks} --paper table1 "
+        "--difficulty {params.difficulty} --title 'Table 1: single-parameter SAEs' --out {params.stem} > {log} 2>&1"
+
+
+rule table2:
+    input:
+        benign=rules.eval_benign_subset.output,
+        attacks=attack_table_inputs([c for c in attack_combos() if "+" in c], config["attacks"]["method"]),
+    output:
+        md=report(results("tables", "table2.md"), caption="../report/tables.rst", category="Tables"),
+        csv=results("tables", "table2.csv"),
+    params:
+        benign=lambda wc, input: str(Path(input.benign[0]).parent),
+        attacks=[attack_dir(config["attacks"]["method"], c) for c in attack_combos() if "+" in c],
+        difficulty=config["metrics"]["difficulty"],
+        stem=results("tables", "table2"),
+    log:
+        results("logs", "table2.log"),
+    shell:
+        "{SAE} table attacks --benign {params.benign} --attacks {params.attacks} --paper table2 "
+        "--difficulty {params.difficulty} --title 'Table 2: multi-parameter SAEs' --out {params.stem} > {log} 2>&1"
+
+
+rule baselines:
+    input:
+        benign=rules.eval_benign_subset.output,
+        grad=results("attacks", config["attacks"]["method"], HEADLINE, "eval", "metrics.json"),
+        rand=results("attacks", "random", HEADLINE, "eval", "metrics.json"),
+        pixel=[results("pixel", m, "eval", "metrics.json") for m in ("fgsm", "pgd")],
+    output:
+        md=report(results("tables", "baselines.md"), caption="../report/tables.rst", category="Tables"),
+        csv=results("tables", "baselines.csv"),
+    params:
+        benign=lambda wc, input: str(Path(input.benign[0]).parent),
+        attacks=[
+            attack_dir(config["attacks"]["method"], HEADLINE),
+            attack_dir("random", HEADLINE),
+            results("pixel", "fgsm"),
+            results("pixel", "pgd"),
+        ],
+        difficulty=config["metrics"]["difficulty"],
+        stem=results("tables", "baselines"),
+    log:
+        results("logs", "baselines.log"),
+    shell:
+        "{SAE} table attacks --benign {params.benign} --attacks {params.attacks} "
+        "--difficulty {params.difficulty} --title 'Gradients vs random search at equal queries, and pixel attacks' "
+        "--out {params.stem} > {log} 2>&1"
+
+
+rule fid:
+    input:
+        ckpt=checkpoint(VICTIM),
+        sae=results("attacks", config["attacks"]["method"], HEADLINE, "summary.json"),
+        pixel=results("pixel", "pgd", "summary.json"),
+    output:
+        results("tables", "fid.json"),
+    params:
+        benign=results("data", "eval", "kitti"),
+        sae=lambda wc, input: str(Path(input.sae).parent / "kitti"),
+        pixel=lambda wc, input: str(Path(input.pixel).parent / "kitti"),
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    log:
+        results("logs", "fid.log"),
+    shell:
+        "{SAE} fid --checkpoint {input.ckpt} --benign {params.benign} --sets sae={params.sae} pixel={params.pixel} "
+        "--out {output} > {log} 2>&1"
+
+
+rule timing:
+    output:
+        report(results("tables", "timing.md"), caption="../report/tables.rst", category="Tables"),
+    params:
+        sizes=" ".join(f"{w}x{h}" for w, h in config["timing"]["sizes"]),
+        model=json_arg(config["detectors"][VICTIM]["model"]),
+        device=config["device"],
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=gpu(),
+    log:
+        results("logs", "timing.log"),
+    benchmark:
+        results("benchmarks", "timing.tsv")
+    shell:
+        "{SAE} bench attack --sizes {params.sizes} --batches 1 8 --repeats 1 --model {params.model} "
+        "--device {params.device} > {output}.tmp 2> {log} && mv {output}.tmp {output}"

@@ -1,0 +1,68 @@
+# The victims: pre-train on the KITTI-like split, fine-tune on identity re-rendered
+# VKITTI-like frames (the paper's protocol), evaluate on the evaluation split.
+
+
+rule pretrain:
+    input:
+        data_manifest(),
+    output:
+        checkpoint("{detector}", "pretrain"),
+    params:
+        args=lambda wc: train_args(wc.detector, "pretrain"),
+        data=results("data", "pretrain", "kitti"),
+        out=lambda wc, output: str(Path(output[0]).parent),
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=gpu(),
+    log:
+        results("logs", "pretrain_{detector}.log"),
+    benchmark:
+        results("benchmarks", "pretrain_{detector}.tsv")
+    shell:
+        "{SAE} train {params.args} --data {params.data} --out {params.out} > {log} 2>&1"
+
+
+rule finetune:
+    input:
+        checkpoint("{detector}", "pretrain"),
+    output:
+        checkpoint("{detector}", "finetune"),
+    params:
+        args=lambda wc: train_args(wc.detector, "finetune"),
+        data=results("data", "finetune", "vkitti2"),
+        pretrain_data=results("data", "pretrain", "kitti"),
+        mix=config["train"]["finetune_pretrain_weight"],
+        out=lambda wc, output: str(Path(output[0]).parent),
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=gpu(),
+    log:
+        results("logs", "finetune_{detector}.log"),
+    benchmark:
+        results("benchmarks", "finetune_{detector}.tsv")
+    shell:
+        "{SAE} train {params.args} --rerender --init {input} "
+        "--data {params.data}:1 {params.pretrain_data}:{params.mix} --out {params.out} > {log} 2>&1"
+
+
+rule eval_benign:
+    input:
+        checkpoint("{detector}"),
+    output:
+        results("eval", "{detector}", "benign", "metrics.json"),
+    params:
+        data=results("data", "eval", "vkitti2"),
+        out=lambda wc, output: str(Path(output[0]).parent),
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        results("logs", "eval_benign_{detector}.log"),
+    benchmark:
+        results("benchmarks", "eval_benign_{detector}.tsv")
+    shell:
+        "{SAE} eval --checkpoint {input} --data {params.data} --rerender --out {params.out} > {log} 2>&1"
