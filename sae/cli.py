@@ -355,6 +355,25 @@ def cmd_table_attacks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figure_sae(args: argparse.Namespace) -> int:
+    import json
+
+    from sae.attacks.figures import benign_vs_sae
+    from sae.detectors.train import load_checkpoint
+
+    model, state = load_checkpoint(args.checkpoint)
+    size = tuple(json.loads(state["config"])["size"])
+    print(f"wrote {benign_vs_sae(model, size, args.data, args.attack, args.out, args.n)}")
+    return 0
+
+
+def cmd_figure_diagnostics(args: argparse.Namespace) -> int:
+    from sae.attacks.figures import diagnostics
+
+    print(f"wrote {diagnostics(args.attack, args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sae.bench import FULL_SIZE, WORKING_SIZE
 
@@ -564,6 +583,30 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--title", default="")
     ta.add_argument("--out", required=True, help="output stem: STEM.csv and STEM.md")
     ta.set_defaults(func=cmd_table_attacks)
+
+    fg = groups.add_parser("figure", help="figures of attack runs")
+    fsub = fg.add_subparsers(dest="command", metavar="<command>", required=True)
+    fs = fsub.add_parser(
+        "sae",
+        help="benign vs SAE with detections (the paper's Figure 2)",
+        description="Draw the examples of an attack run whose loss rose most: the benign rendering and the SAE, "
+        "each with the victim's detections (cyan car, purple pedestrian, yellow cyclist).",
+    )
+    fs.add_argument("--checkpoint", required=True)
+    fs.add_argument("--data", required=True, help="the attacked VKITTI2 folder (with IRs)")
+    fs.add_argument("--attack", required=True, help="the `sae attack --out` folder")
+    fs.add_argument("--out", required=True, help="output PNG")
+    fs.add_argument("--n", type=int, default=2, help="examples (rows)")
+    fs.set_defaults(func=cmd_figure_sae)
+    fd = fsub.add_parser(
+        "diagnostics",
+        help="loss traces, sensitivity and θ of an attack run",
+        description="Per attack run: the objective over queries, per-parameter sensitivity at θ = 0, and the "
+        "final θ in physical units.",
+    )
+    fd.add_argument("--attack", required=True, help="the `sae attack --out` folder")
+    fd.add_argument("--out", required=True, help="output PNG")
+    fd.set_defaults(func=cmd_figure_diagnostics)
 
     bench = groups.add_parser("bench", help="speed and memory benchmarks", description="Speed and memory benchmarks.")
     bsub = bench.add_subparsers(dest="command", metavar="<command>", required=True)

@@ -48,8 +48,9 @@ def test_dry_run_builds_the_whole_dag(config, tmp_path):
     # one SAE set per combination, plus the random-search baseline of the headline combination
     assert jobs.get("attack") == jobs.get("eval_attack") == combos + 1, jobs
     assert jobs.get("pixel_attack") == jobs.get("eval_pixel") == 2
-    for rule in ("table1", "table2", "baselines", "fid", "timing", "eval_benign_subset"):
+    for rule in ("table1", "table2", "baselines", "fid", "timing", "eval_benign_subset", "figure2"):
         assert jobs.get(rule) == 1, (rule, jobs)
+    assert jobs.get("attack_diagnostics") == 8  # the six singles and the headline, gradient and random
 
 
 SINGLES = {"color", "weather", "foliage", "rotate", "translate", "mesh"}
@@ -122,6 +123,8 @@ def test_smoke_run_end_to_end(tmp_path):
     assert "| rotate+translate+mesh | random | 2 |" in (out / "tables" / "baselines.md").read_text()
     assert set(json.loads((out / "tables" / "fid.json").read_text())["fid"]) == {"sae", "pixel"}
     assert "s/SAE" in (out / "tables" / "timing.md").read_text()
+    assert (out / "figures" / "figure2_benign_vs_sae.png").stat().st_size > 20_000
+    assert len(list((out / "figures" / "diagnostics").glob("*.png"))) == 8
     again = _snakemake("-n", "--configfile", "config/smoke.yaml", "--config", "results=out", cwd=work)
     assert "Nothing to be done" in again.output
     # an attack setting changes: the attacks rerun, the detectors are not retrained

@@ -58,7 +58,15 @@ def variation_grid(data: str | os.PathLike, out: str | os.PathLike, scene: str |
     return save_figure(fig, out)
 
 
-def detections_grid(images, detections, out: str | os.PathLike, score_threshold: float = 0.3, columns: int = 2) -> Path:
+def detections_grid(
+    images,
+    detections,
+    out: str | os.PathLike,
+    score_threshold: float = 0.3,
+    columns: int = 2,
+    titles: list[str] | None = None,
+    suptitle: str = "detections (cyan car, purple pedestrian, yellow cyclist)",
+) -> Path:
     """Images ``(N, 3, H, W)`` with their detections drawn in the paper's colours, in a grid."""
     import matplotlib.patches as patches
 
@@ -84,6 +92,8 @@ def detections_grid(images, detections, out: str | os.PathLike, score_threshold:
                 )
             )
             ax.text(box[0], box[1] - 1, f"{score:.2f}", color=colour, fontsize=6)
-    fig.suptitle("detections (cyan car, purple pedestrian, yellow cyclist)", fontsize=10)
+        if titles:
+            ax.set_title(titles[i], fontsize=9)
+    fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, out)

@@ -236,3 +236,36 @@ rule timing:
     shell:
         "{SAE} bench attack --sizes {params.sizes} --batches 1 8 --repeats 1 --model {params.model} "
         "--device {params.device} > {output}.tmp 2> {log} && mv {output}.tmp {output}"
+
+
+rule figure2:
+    input:
+        ckpt=checkpoint(VICTIM),
+        summary=results("attacks", config["attacks"]["method"], HEADLINE, "summary.json"),
+    output:
+        report(results("figures", "figure2_benign_vs_sae.png"), caption="../report/figure2.rst", category="Figures"),
+    params:
+        data=results("data", "eval", "vkitti2"),
+        attack=lambda wc, input: str(Path(input.summary).parent),
+    log:
+        results("logs", "figure2.log"),
+    shell:
+        "{SAE} figure sae --checkpoint {input.ckpt} --data {params.data} --attack {params.attack} "
+        "--out {output} --n 2 > {log} 2>&1"
+
+
+rule attack_diagnostics:
+    input:
+        results("attacks", "{method}", "{combo}", "summary.json"),
+    output:
+        report(
+            results("figures", "diagnostics", "{method}_{combo}.png"),
+            caption="../report/diagnostics.rst",
+            category="Attack diagnostics",
+        ),
+    params:
+        attack=lambda wc, input: str(Path(input[0]).parent),
+    log:
+        results("logs", "diagnostics_{method}_{combo}.log"),
+    shell:
+        "{SAE} figure diagnostics --attack {params.attack} --out {output} > {log} 2>&1"

@@ -98,4 +98,10 @@ def all_outputs():
         results("tables", "baselines.md"),
         results("tables", "fid.json"),
         results("tables", "timing.md"),
+        results("figures", "figure2_benign_vs_sae.png"),
+        *[
+            results("figures", "diagnostics", f"{m}_{HEADLINE}.png")
+            for m in (config["attacks"]["method"], "random")
+        ],
+        *[results("figures", "diagnostics", f"{config['attacks']['method']}_{c}.png") for c in SINGLES],
     ]
