@@ -90,21 +90,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 class _Limited:
-    """The first ``n`` frames of a detection data set."""
+    """``n`` frames of a detection data set, spread evenly (the frames ``sae attack --limit n``
+    attacks)."""
 
     def __init__(self, ds, n: int):
-        self.ds, self.n = ds, min(n, len(ds))
+        from sae.attacks.runner import spread
+
+        self.ds, self.keep = ds, spread(len(ds), n)
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.keep)
 
     def __getitem__(self, i: int):
-        if i >= self.n:
-            raise IndexError(i)
-        return self.ds[i]
+        return self.ds[self.keep[i]]
 
-    def __getattr__(self, name):
-        return getattr(self.ds, name)
+    def name(self, i: int) -> str:
+        return self.ds.name(self.keep[i])
+
+    def frame(self, i: int):
+        return self.ds.frame(self.keep[i])
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -507,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--out", default=None, help="folder for metrics.json, the raw detections.npz and KITTI result files (kitti/)"
     )
-    ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N frames")
+    ev.add_argument("--limit", type=int, default=None, help="evaluate N frames spread evenly over the folder")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--figure", default=None, help="also draw detections on the first frames to this PNG")
     ev.set_defaults(func=cmd_eval)
@@ -549,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--random-start", action="store_true", help="PGD's random start")
     at.add_argument("--terms", nargs="+", default=None, help="loss terms to maximise (default: the confidence term)")
     at.add_argument("--batch-size", type=int, default=8)
-    at.add_argument("--limit", type=int, default=None, help="attack only the first N frames")
+    at.add_argument("--limit", type=int, default=None, help="attack N frames spread evenly over the split")
     at.add_argument("--device", default="cpu")
     at.add_argument("--seed", type=int, default=0)
     at.set_defaults(func=cmd_attack)

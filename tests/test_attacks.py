@@ -356,3 +356,13 @@ def test_fid_is_zero_on_itself_and_grows_with_noise(smoke_data, checkpoint, tmp_
         == 2
     )
     assert "none.pth" in capsys.readouterr().err
+
+
+def test_spread_covers_the_split_evenly():
+    from sae.attacks.runner import spread
+
+    assert spread(10, None) == list(range(10)) and spread(10, 20) == list(range(10))
+    assert spread(240, 60)[:3] == [0, 4, 8] and spread(240, 60)[-1] == 239 and len(spread(240, 60)) == 60
+    assert spread(7, 1) == [0]
+    with pytest.raises(ValueError, match="limit"):
+        spread(7, 0)

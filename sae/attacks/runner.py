@@ -52,7 +52,8 @@ def _slug(name: str) -> str:
 
 
 def ir_frames(data: str | os.PathLike, limit: int | None = None) -> list[tuple[str, object, int, int, Path]]:
-    """``(name, key, frame, camera, ir_path)`` of every Camera_0 frame with an IR, in order."""
+    """``(name, key, frame, camera, ir_path)`` of every Camera_0 frame with an IR, in order
+    (``limit`` of them, spread evenly over the split — see :func:`spread`)."""
     reader = VKITTI2(data)
     out = []
     for i, (key, index, camera) in enumerate(reader.index):
@@ -62,7 +63,17 @@ def ir_frames(data: str | os.PathLike, limit: int | None = None) -> list[tuple[s
                 "(generate the data with `sae data generate` or de-render it with `sae data derender`)"
             )
         out.append((reader.name(i), key, index, camera, reader.file(key, "ir", camera, index)))
-    return out[:limit] if limit else out
+    return [out[i] for i in spread(len(out), limit)]
+
+
+def spread(total: int, limit: int | None) -> list[int]:
+    """``limit`` indices spread evenly over ``range(total)`` (all of them when ``limit`` is None
+    or not smaller), so a subset covers every scene and variation of a split."""
+    if limit is None or limit >= total:
+        return list(range(total))
+    if limit <= 0:
+        raise ValueError(f"limit must be positive, got {limit}")
+    return sorted({int(round(k * (total - 1) / max(limit - 1, 1))) for k in range(limit)})
 
 
 def _done(out: Path) -> dict[str, dict]:
