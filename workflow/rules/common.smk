@@ -93,6 +93,7 @@ def all_outputs():
         results("figures", "render_demo.png"),
         results("figures", "data_variations.png"),
         *[results("eval", d, "benign", "metrics.json") for d in DETECTORS],
+        *[results("figures", f"detections_{d}.png") for d in DETECTORS],
         results("tables", "table1.md"),
         results("tables", "table2.md"),
         results("tables", "baselines.md"),

@@ -53,10 +53,13 @@ rule eval_benign:
     input:
         checkpoint("{detector}"),
     output:
-        results("eval", "{detector}", "benign", "metrics.json"),
+        metrics=results("eval", "{detector}", "benign", "metrics.json"),
+        figure=report(
+            results("figures", "detections_{detector}.png"), caption="../report/detections.rst", category="Figures"
+        ),
     params:
         data=results("data", "eval", "vkitti2"),
-        out=lambda wc, output: str(Path(output[0]).parent),
+        out=lambda wc, output: str(Path(output.metrics).parent),
     resources:
         mem_mb=4000,
         runtime=60,
@@ -65,4 +68,5 @@ rule eval_benign:
     benchmark:
         results("benchmarks", "eval_benign_{detector}.tsv")
     shell:
-        "{SAE} eval --checkpoint {input} --data {params.data} --rerender --out {params.out} > {log} 2>&1"
+        "{SAE} eval --checkpoint {input} --data {params.data} --rerender --out {params.out} "
+        "--figure {output.figure} > {log} 2>&1"
