@@ -378,6 +378,29 @@ def cmd_figure_diagnostics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from sae.doctor import check, report
+
+    if args.config_json:
+        config = json.loads(args.config_json)
+    else:
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"config not found: {path}")
+        config = yaml.safe_load(path.read_text()) or {}
+    result = check(config, args.profile)
+    print(report(result))
+    if args.out:
+        from sae.io import write_text
+
+        write_text(Path(args.out), json.dumps(result, indent=2) + "\n")
+    return 1 if result["problems"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sae.bench import FULL_SIZE, WORKING_SIZE
 
@@ -611,6 +634,18 @@ def build_parser() -> argparse.ArgumentParser:
     fd.add_argument("--attack", required=True, help="the `sae attack --out` folder")
     fd.add_argument("--out", required=True, help="output PNG")
     fd.set_defaults(func=cmd_figure_diagnostics)
+
+    dr = groups.add_parser(
+        "doctor",
+        help="check what a run will use (device, GPUs, SLURM, paths) before it starts",
+        description="Print the versions, device, GPUs, SLURM profile settings and paths a workflow config will "
+        "use; exit non-zero, listing every problem, if something is missing.",
+    )
+    dr.add_argument("--config", default="config/config.yaml", help="workflow config (YAML)")
+    dr.add_argument("--config-json", default=None, help="the config as JSON (what the workflow's rule passes)")
+    dr.add_argument("--profile", default=None, help="a Snakemake profile folder to check, e.g. workflow/profiles/slurm")
+    dr.add_argument("--out", default=None, help="write the findings as JSON")
+    dr.set_defaults(func=cmd_doctor)
 
     bench = groups.add_parser("bench", help="speed and memory benchmarks", description="Speed and memory benchmarks.")
     bsub = bench.add_subparsers(dest="command", metavar="<command>", required=True)

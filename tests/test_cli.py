@@ -80,3 +80,28 @@ def test_bench_attack_prints_a_table(capsys):
     assert sae_s > 0 and render_s > 0 and detector_s > 0
     assert abs(render_s + detector_s + other_s - sae_s) < 1e-2 * max(sae_s, 1e-3) + 2e-3
     assert float(cells[8]) > 0  # semantic / pixel iteration ratio
+
+
+def test_doctor_lists_what_is_missing(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    cfg = {"results": str(tmp_path / "r"), "device": "cpu", "data": {"real_root": str(tmp_path / "nowhere")}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["doctor", "--config", str(path), "--out", str(tmp_path / "d.json")]) == 1
+    out = capsys.readouterr().out
+    assert "data.real_root" in out and "nowhere" in out
+    found = json.loads((tmp_path / "d.json").read_text())
+    assert found["info"]["device"] == "cpu" and len(found["problems"]) == 1
+    cfg["data"] = {}
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["doctor", "--config", str(path)]) == 0
+    profile = tmp_path / "prof"
+    profile.mkdir()
+    (profile / "config.yaml").write_text(
+        "executor: slurm\ndefault-resources:\n  slurm_partition: gpu\n  slurm_account: ''\n"
+    )
+    assert main(["doctor", "--config", str(path), "--profile", str(profile)]) == 1
+    assert "slurm_account is empty" in capsys.readouterr().out

@@ -38,7 +38,7 @@ def test_dry_run_builds_the_whole_dag(config, tmp_path):
     proc = _snakemake("-n", "--configfile", config, "--config", f"results={tmp_path}")
     assert proc.returncode == 0, proc.output
     jobs = _jobs(proc.stdout)
-    for rule in ("generate_data", "derender_report", "render_demo", "data_figure", "all"):
+    for rule in ("preflight", "generate_data", "derender_report", "render_demo", "data_figure", "all"):
         assert jobs.get(rule) == 1, (rule, jobs)
     cfg = yaml.safe_load((ROOT / config).read_text())
     detectors = len(cfg["detectors"])
@@ -138,3 +138,26 @@ def test_smoke_run_end_to_end(tmp_path):
         "--configfile", "config/smoke.yaml", "--config", "results=out", "--report", "report.html", cwd=work
     )
     assert report.returncode == 0 and (work / "report.html").stat().st_size > 10_000
+
+
+def test_preflight_fails_clearly_when_the_device_is_missing(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    work = _copy_workflow(tmp_path / "wf")
+    proc = _snakemake(
+        "--cores",
+        "1",
+        "--configfile",
+        "config/smoke.yaml",
+        "--config",
+        "results=out",
+        "device=cuda",
+        "--until",
+        "preflight",
+        cwd=work,
+    )
+    assert proc.returncode != 0
+    assert "torch sees no CUDA device" in proc.output
+    assert not (work / "out" / "data").exists()
