@@ -24,3 +24,4 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         all_outputs(),
+        results("tables", "provenance.md"),

@@ -401,6 +401,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if result["problems"] else 0
 
 
+def cmd_provenance(args: argparse.Namespace) -> int:
+    import json
+
+    from sae.doctor import provenance
+    from sae.io import write_text
+
+    write_text(Path(args.out), provenance(json.loads(args.config_json), args.benchmarks))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sae.bench import FULL_SIZE, WORKING_SIZE
 
@@ -646,6 +657,17 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--profile", default=None, help="a Snakemake profile folder to check, e.g. workflow/profiles/slurm")
     dr.add_argument("--out", default=None, help="write the findings as JSON")
     dr.set_defaults(func=cmd_doctor)
+
+    pv = groups.add_parser(
+        "provenance",
+        help="the run's git commit, versions, config and per-rule runtimes as Markdown",
+        description="Write the git commit, package versions, the config and the per-rule runtimes (from the "
+        "workflow's benchmark files) as Markdown, for the HTML report.",
+    )
+    pv.add_argument("--config-json", required=True)
+    pv.add_argument("--benchmarks", required=True, help="the workflow's benchmarks/ folder")
+    pv.add_argument("--out", required=True)
+    pv.set_defaults(func=cmd_provenance)
 
     bench = groups.add_parser("bench", help="speed and memory benchmarks", description="Speed and memory benchmarks.")
     bsub = bench.add_subparsers(dest="command", metavar="<command>", required=True)

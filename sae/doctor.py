@@ -112,3 +112,50 @@ def report(result: dict) -> str:
     else:
         lines.append("no problems found")
     return "\n".join(lines)
+
+
+def provenance(config: dict, benchmarks: str | os.PathLike, cwd: str | os.PathLike = ".") -> str:
+    """Markdown: the git commit, package versions, the config and the per-rule runtimes read
+    from the workflow's ``benchmark:`` files."""
+    import subprocess
+
+    import yaml
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True).stdout
+        commit += " (uncommitted changes)" if dirty.strip() else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown (not a git checkout)"
+    lines = [
+        "# Provenance",
+        "",
+        f"* git commit: `{commit}`",
+        f"* python {sys.version.split()[0]}, {platform.platform()}",
+    ]
+    for p in (
+        "sae",
+        "torch",
+        "torchvision",
+        "torchmetrics",
+        "faster-coco-eval",
+        "snakemake",
+        "numpy",
+        "opencv-python-headless",
+    ):
+        lines.append(f"* {p} {_version(p)}")
+    rows = []
+    for tsv in sorted(Path(benchmarks).glob("*.tsv")):
+        text = tsv.read_text().splitlines()
+        if len(text) >= 2:
+            head, values = text[0].split("\t"), text[-1].split("\t")
+            row = dict(zip(head, values, strict=False))
+            rows.append((tsv.stem, float(row.get("s", "nan")), row.get("max_rss", "")))
+    total = sum(r[1] for r in rows)
+    lines += ["", f"## Per-rule runtimes ({len(rows)} jobs, {total / 60:.1f} min of job time)", ""]
+    lines += ["| job | seconds | max RSS (MB) |", "|---|---|---|"]
+    lines += [f"| {name} | {s:.1f} | {rss} |" for name, s, rss in sorted(rows, key=lambda r: -r[1])]
+    lines += ["", "## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
+    return "\n".join(lines)

@@ -38,7 +38,7 @@ def test_dry_run_builds_the_whole_dag(config, tmp_path):
     proc = _snakemake("-n", "--configfile", config, "--config", f"results={tmp_path}")
     assert proc.returncode == 0, proc.output
     jobs = _jobs(proc.stdout)
-    for rule in ("preflight", "generate_data", "derender_report", "render_demo", "data_figure", "all"):
+    for rule in ("preflight", "provenance", "generate_data", "derender_report", "render_demo", "data_figure", "all"):
         assert jobs.get(rule) == 1, (rule, jobs)
     cfg = yaml.safe_load((ROOT / config).read_text())
     detectors = len(cfg["detectors"])
@@ -125,6 +125,8 @@ def test_smoke_run_end_to_end(tmp_path):
     assert "s/SAE" in (out / "tables" / "timing.md").read_text()
     assert (out / "figures" / "figure2_benign_vs_sae.png").stat().st_size > 20_000
     assert len(list((out / "figures" / "diagnostics").glob("*.png"))) == 8
+    prov = (out / "tables" / "provenance.md").read_text()
+    assert "git commit" in prov and "| pretrain_squeezedet |" in prov and "headline:" in prov
     again = _snakemake("-n", "--configfile", "config/smoke.yaml", "--config", "results=out", cwd=work)
     assert "Nothing to be done" in again.output
     # an attack setting changes: the attacks rerun, the detectors are not retrained

@@ -82,6 +82,8 @@ rule eval_attack:
         runtime=30,
     log:
         results("logs", "eval_attack_{method}_{combo}.log"),
+    benchmark:
+        results("benchmarks", "eval_attack_{method}_{combo}.tsv"),
     shell:
         "{SAE} eval --checkpoint {input.ckpt} --data {params.data} --rerender --out {params.out} > {log} 2>&1"
 
@@ -100,6 +102,8 @@ rule eval_pixel:
         runtime=30,
     log:
         results("logs", "eval_pixel_{method}.log"),
+    benchmark:
+        results("benchmarks", "eval_pixel_{method}.tsv"),
     shell:
         "{SAE} eval --checkpoint {input.ckpt} --data {params.data} --out {params.out} > {log} 2>&1"
 
@@ -118,6 +122,8 @@ rule eval_benign_subset:
         runtime=30,
     log:
         results("logs", "eval_benign_attacked.log"),
+    benchmark:
+        results("benchmarks", "eval_benign_attacked.tsv"),
     shell:
         "{SAE} eval --checkpoint {input} --data {params.data} --rerender --limit {params.examples} "
         "--out {params.out} > {log} 2>&1"
@@ -145,6 +151,8 @@ rule table1:
         stem=results("tables", "table1"),
     log:
         results("logs", "table1.log"),
+    benchmark:
+        results("benchmarks", "table1.tsv"),
     shell:
         "{SAE} table attacks --benign {params.benign} --attacks {params.attacks} --paper table1 "
         "--difficulty {params.difficulty} --title 'Table 1: single-parameter SAEs' --out {params.stem} > {log} 2>&1"
@@ -164,6 +172,8 @@ rule table2:
         stem=results("tables", "table2"),
     log:
         results("logs", "table2.log"),
+    benchmark:
+        results("benchmarks", "table2.tsv"),
     shell:
         "{SAE} table attacks --benign {params.benign} --attacks {params.attacks} --paper table2 "
         "--difficulty {params.difficulty} --title 'Table 2: multi-parameter SAEs' --out {params.stem} > {log} 2>&1"
@@ -190,6 +200,8 @@ rule baselines:
         stem=results("tables", "baselines"),
     log:
         results("logs", "baselines.log"),
+    benchmark:
+        results("benchmarks", "baselines.tsv"),
     shell:
         "{SAE} table attacks --benign {params.benign} --attacks {params.attacks} "
         "--difficulty {params.difficulty} --title 'Gradients vs random search at equal queries, and pixel attacks' "
@@ -212,6 +224,8 @@ rule fid:
         runtime=30,
     log:
         results("logs", "fid.log"),
+    benchmark:
+        results("benchmarks", "fid.tsv"),
     shell:
         "{SAE} fid --checkpoint {input.ckpt} --benign {params.benign} --sets sae={params.sae} pixel={params.pixel} "
         "--out {output} > {log} 2>&1"
@@ -249,6 +263,8 @@ rule figure2:
         attack=lambda wc, input: str(Path(input.summary).parent),
     log:
         results("logs", "figure2.log"),
+    benchmark:
+        results("benchmarks", "figure2.tsv"),
     shell:
         "{SAE} figure sae --checkpoint {input.ckpt} --data {params.data} --attack {params.attack} "
         "--out {output} --n 2 > {log} 2>&1"
@@ -267,5 +283,7 @@ rule attack_diagnostics:
         attack=lambda wc, input: str(Path(input[0]).parent),
     log:
         results("logs", "diagnostics_{method}_{combo}.log"),
+    benchmark:
+        results("benchmarks", "diagnostics_{method}_{combo}.tsv"),
     shell:
         "{SAE} figure diagnostics --attack {params.attack} --out {output} > {log} 2>&1"

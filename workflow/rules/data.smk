@@ -12,6 +12,8 @@ rule preflight:
         gpu=gpu(),
     log:
         results("logs", "preflight.log"),
+    benchmark:
+        results("benchmarks", "preflight.tsv"),
     shell:
         "{SAE} doctor --config-json {params.config} --out {output} > {log} 2>&1 || (cat {log} >&2; exit 1)"
 

@@ -42,3 +42,19 @@ rule data_figure:
         results("benchmarks", "data_figure.tsv")
     shell:
         "{SAE} data figure --data {params.data} --out {output} > {log} 2>&1"
+
+
+rule provenance:
+    input:
+        all_outputs(),
+    output:
+        report(results("tables", "provenance.md"), caption="../report/provenance.rst", category="Provenance"),
+    params:
+        config=lambda wc: json_arg(config),
+        benchmarks=results("benchmarks"),
+    log:
+        results("logs", "provenance.log"),
+    benchmark:
+        results("benchmarks", "provenance.tsv"),
+    shell:
+        "{SAE} provenance --config-json {params.config} --benchmarks {params.benchmarks} --out {output} > {log} 2>&1"
