@@ -352,7 +352,12 @@ def cmd_fid(args: argparse.Namespace) -> int:
 def cmd_table_attacks(args: argparse.Namespace) -> int:
     from sae import tables
 
-    paper = {"table1": tables.PAPER_TABLE1, "table2": tables.PAPER_TABLE2, "none": None}[args.paper]
+    paper = {
+        "table1": tables.PAPER_TABLE1,
+        "table2": tables.PAPER_TABLE2,
+        "effectiveness": tables.PAPER_EFFECTIVENESS,
+        "none": None,
+    }[args.paper]
     rows = tables.attack_rows(args.benign, args.attacks, args.difficulty, paper)
     tables.write_table(rows, tables.ATTACK_COLUMNS, args.out, args.title)
     print(Path(args.out).with_suffix(".md").read_text())
@@ -616,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ta.add_argument("--benign", required=True, help="`sae eval --out` folder of the benign images")
     ta.add_argument("--attacks", nargs="+", required=True, help="`sae attack --out` folders")
-    ta.add_argument("--paper", choices=["table1", "table2", "none"], default="none")
+    ta.add_argument("--paper", choices=["table1", "table2", "effectiveness", "none"], default="none")
     ta.add_argument("--difficulty", default="moderate", choices=["easy", "moderate", "hard", "all"])
     ta.add_argument("--title", default="")
     ta.add_argument("--out", required=True, help="output stem: STEM.csv and STEM.md")

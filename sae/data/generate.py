@@ -81,7 +81,7 @@ class Scale:
 
 SCALES = {
     "smoke": Scale(size=(94, 310), pretrain_frames=8, finetune=(2, 2), eval=(1, 2), variations=("clone", "fog")),
-    "default": Scale(size=(375, 1242), pretrain_frames=300, finetune=(5, 10), eval=(2, 5)),
+    "default": Scale(size=(375, 1242), pretrain_frames=2000, finetune=(5, 10), eval=(4, 10), objects=(8, 3, 2)),
     "paper": Scale(size=(375, 1242), pretrain_frames=7481, finetune=(5, 212), eval=(3, 49)),
 }
 

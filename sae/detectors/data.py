@@ -51,6 +51,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.size = tuple(size)
         self.rerender = rerender and isinstance(self.reader, VKITTI2)
         self.min_height = float(min_height)
+        self._rendered: dict[int, np.ndarray] = {}  # uint8 γ(IR) per frame (a few hundred kB each)
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -67,14 +68,16 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def _image(self, i: int, frame: Frame) -> np.ndarray:
         if self.rerender:
-            from sae.render.renderer import render
-            from sae.scene.ir import Scene
+            if i not in self._rendered:  # γ(IR) is deterministic: render each frame once
+                from sae.render.renderer import render
+                from sae.scene.ir import Scene
 
-            key, index, camera = self.reader.index[i]
-            path = self.reader.file(key, "ir", camera, index)
-            with torch.no_grad():
-                img = render(Scene.load(path)).image[0]
-            return (img.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+                key, index, camera = self.reader.index[i]
+                path = self.reader.file(key, "ir", camera, index)
+                with torch.no_grad():
+                    img = render(Scene.load(path)).image[0]
+                self._rendered[i] = (img.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+            return self._rendered[i]
         return frame.rgb
 
     def __getitem__(self, i: int):

@@ -203,8 +203,8 @@ rule baselines:
     benchmark:
         results("benchmarks", "baselines.tsv"),
     shell:
-        "{SAE} table attacks --benign {params.benign} --attacks {params.attacks} "
-        "--difficulty {params.difficulty} --title 'Gradients vs random search at equal queries, and pixel attacks' "
+        "{SAE} table attacks --benign {params.benign} --attacks {params.attacks} --paper effectiveness "
+        "--difficulty {params.difficulty} --title 'SAEs vs benign (§5.1), random search at equal queries, pixel attacks' "
         "--out {params.stem} > {log} 2>&1"
 
 

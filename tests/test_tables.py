@@ -1,0 +1,55 @@
+"""Tables: numbers come from the workflow's files, the paper's sit beside them."""
+
+import csv
+import json
+
+import pytest
+
+from sae import tables
+
+
+def _eval_dir(path, recall, mAP):
+    path.mkdir(parents=True)
+    level = {"recall": recall, "mAP": mAP, "per_class": {}}
+    (path / "metrics.json").write_text(json.dumps({"moderate": level, "all": {**level, "mAP": mAP / 2}}))
+    return path
+
+
+def _attack_dir(path, combo, method, recall, mAP, raised=0.5):
+    _eval_dir(path / "eval", recall, mAP)
+    summary = {"config": {"combo": combo, "method": method}, "examples": 50, "raised": raised}
+    (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def test_attack_table_reads_our_numbers_and_quotes_the_paper(tmp_path):
+    benign = _eval_dir(tmp_path / "benign", 90.0, 80.0)
+    a = _attack_dir(tmp_path / "a", "rotate+translate+mesh", "isfgsm", 88.0, 60.0, raised=0.9)
+    b = _attack_dir(tmp_path / "b", "rotate+translate+mesh", "random", 89.0, 75.0)
+    rows = tables.attack_rows(str(benign), [str(a), str(b)], "moderate", tables.PAPER_TABLE2)
+    assert rows[0]["combo"] == "benign" and rows[0]["paper_mAP"] == 99.4
+    # the paper calls it translate+rotate+mesh; the gradient row gets its number, random search none
+    assert rows[1]["paper_mAP"] == 65.9 and rows[1]["delta_mAP"] == pytest.approx(-20.0)
+    assert rows[1]["raised"] == pytest.approx(90.0)
+    assert rows[2]["paper_mAP"] is None
+    tables.write_table(rows, tables.ATTACK_COLUMNS, tmp_path / "t", "Table 2")
+    md = (tmp_path / "t.md").read_text()
+    assert "| rotate+translate+mesh | isfgsm | 50 | 88.0 | 60.0 | -20.0 | 90.0 | 100.0 | 65.9 |" in md
+    with open(tmp_path / "t.csv") as fh:
+        got = list(csv.DictReader(fh))
+    assert float(got[1]["mAP"]) == 60.0 and got[2]["paper_mAP"] == ""
+    # another difficulty level is another table
+    rows = tables.attack_rows(str(benign), [str(a)], "all")
+    assert rows[1]["mAP"] == 30.0
+
+
+def test_missing_inputs_are_named(tmp_path):
+    benign = _eval_dir(tmp_path / "benign", 90.0, 80.0)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        tables.attack_rows(str(benign), [str(tmp_path / "nowhere")], "moderate")
+    with pytest.raises(KeyError, match="hard"):
+        tables.attack_rows(str(benign), [], "hard")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "metrics.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad"):
+        tables.metrics_at(tmp_path / "bad", "moderate")
