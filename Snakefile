@@ -21,6 +21,10 @@ include: "workflow/rules/attacks.smk"
 include: "workflow/rules/report.smk"
 
 
+onstart:
+    preflight()
+
+
 rule all:
     input:
         all_outputs(),

@@ -397,7 +397,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"config not found: {path}")
         config = yaml.safe_load(path.read_text()) or {}
-    result = check(config, args.profile)
+    result = check(config, args.profile, device_check=not args.skip_device)
     print(report(result))
     if args.out:
         from sae.io import write_text
@@ -661,6 +661,9 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--config-json", default=None, help="the config as JSON (what the workflow's rule passes)")
     dr.add_argument("--profile", default=None, help="a Snakemake profile folder to check, e.g. workflow/profiles/slurm")
     dr.add_argument("--out", default=None, help="write the findings as JSON")
+    dr.add_argument(
+        "--skip-device", action="store_true", help="do not require the CUDA device here (jobs run on cluster nodes)"
+    )
     dr.set_defaults(func=cmd_doctor)
 
     pv = groups.add_parser(

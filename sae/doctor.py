@@ -24,8 +24,9 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def check(config: dict, profile: str | os.PathLike | None = None) -> dict:
-    """``{"info": {...}, "problems": [...]}`` for a workflow config (and SLURM profile)."""
+def check(config: dict, profile: str | os.PathLike | None = None, device_check: bool = True) -> dict:
+    """``{"info": {...}, "problems": [...]}`` for a workflow config (and SLURM profile);
+    ``device_check=False`` where the jobs run elsewhere (a cluster's GPU nodes)."""
     import torch
 
     info: dict = {
@@ -40,7 +41,7 @@ def check(config: dict, profile: str | os.PathLike | None = None) -> dict:
     info["device"] = device
     info["cuda_available"] = torch.cuda.is_available()
     info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    if device.startswith("cuda"):
+    if device.startswith("cuda") and device_check:
         index = int(device.split(":")[1]) if ":" in device else 0
         if not torch.cuda.is_available():
             problems.append(f"device: the config asks for {device!r} but torch sees no CUDA device here")

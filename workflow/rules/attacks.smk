@@ -24,7 +24,7 @@ rule attack:
         batch=config["attacks"]["batch_size"],
         device=config["device"],
         seed=config["seed"],
-    threads: workflow.cores
+    threads: 8
     resources:
         mem_mb=8000,
         runtime=120,
@@ -53,7 +53,7 @@ rule pixel_attack:
         batch=config["attacks"]["batch_size"],
         device=config["device"],
         seed=config["seed"],
-    threads: workflow.cores
+    threads: 8
     resources:
         mem_mb=8000,
         runtime=120,
@@ -238,7 +238,7 @@ rule timing:
         sizes=" ".join(f"{w}x{h}" for w, h in config["timing"]["sizes"]),
         model=json_arg(config["detectors"][VICTIM]["model"]),
         device=config["device"],
-    threads: workflow.cores
+    threads: 8
     resources:
         mem_mb=8000,
         runtime=60,

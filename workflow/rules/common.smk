@@ -64,7 +64,7 @@ def checkpoint(detector, stage="finetune"):
 def json_arg(value):
     import json
 
-    return "'" + json.dumps(value, separators=(",", ":")) + "'"
+    return "'" + json.dumps(value, separators=(",", ":"), sort_keys=True) + "'"
 
 
 def train_args(detector, stage):
@@ -79,7 +79,7 @@ def train_args(detector, stage):
 
 
 def eps_args():
-    return "--eps " + " ".join(f"{k}={v}" for k, v in config["attacks"]["eps"].items())
+    return "--eps " + " ".join(f"{k}={v}" for k, v in sorted(config["attacks"]["eps"].items()))
 
 
 def gpu():
@@ -106,3 +106,22 @@ def all_outputs():
         ],
         *[results("figures", "diagnostics", f"{config['attacks']['method']}_{c}.png") for c in SINGLES],
     ]
+
+
+def preflight():
+    """`sae doctor` on this config before any job starts (Snakemake's onstart): device, GPUs,
+    paths and disk; a problem stops the run with the doctor's list. Under a cluster executor the
+    GPUs live on the compute nodes, so the local device check is skipped there."""
+    import json
+    import subprocess
+
+    from snakemake.exceptions import WorkflowError
+
+    cmd = [sys.executable, "-m", "sae", "doctor", "--config-json", json.dumps(config)]
+    cmd += ["--out", results("preflight.json")]
+    if workflow.non_local_exec:
+        cmd.append("--skip-device")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    print(proc.stdout, file=sys.stderr)
+    if proc.returncode != 0:
+        raise WorkflowError(f"preflight check failed (sae doctor):\n{proc.stdout}{proc.stderr}")

@@ -1,26 +1,7 @@
 # The data: the embedded Virtual-KITTI-like data set (VKITTI2 + KITTI layouts + IR).
 
 
-rule preflight:
-    output:
-        results("preflight.json"),
-    params:
-        config=lambda wc: json_arg(config),
-    resources:
-        mem_mb=1000,
-        runtime=5,
-        gpu=gpu(),
-    log:
-        results("logs", "preflight.log"),
-    benchmark:
-        results("benchmarks", "preflight.tsv"),
-    shell:
-        "{SAE} doctor --config-json {params.config} --out {output} > {log} 2>&1 || (cat {log} >&2; exit 1)"
-
-
 rule generate_data:
-    input:
-        ancient(results("preflight.json")),
     output:
         data_manifest(),
     params:
