@@ -161,7 +161,7 @@ def sign_gradient(
             }
         )
     loss_before = None
-    best = best_loss = best_images = best_aux = None
+    best = _Best()
     for k in range(steps + 1):
         last = k == steps
         loss, grads, images, aux = _value_and_grad(make, objective, params, timer, need_grad=not last)
@@ -176,19 +176,12 @@ def sign_gradient(
                     n: (g.abs().sum(dim=dims[n]) if dims[n] else g.abs()) * step[n] for n, g in grads.items()
                 }
         if k > 0 and keep_best:
-            if best is None:
-                best, best_loss, best_images, best_aux = params, loss, images, aux
-            else:
-                better = loss > best_loss
-                best = _choose(best, params, better)
-                best_images = torch.where(better.view(-1, 1, 1, 1), images, best_images)
-                best_loss = torch.where(better, loss, best_loss)
-                best_aux = _merge_aux(best_aux, aux, better)
+            best.offer(params, loss, loss, images, aux)
         if last:
             break
         params = project({n: params[n] + step[n] * grads[n].sign() for n in params})
     if keep_best:
-        params, loss, images, aux = best, best_loss, best_images, best_aux
+        params, loss, images, aux = best.params, best.loss, best.images, best.aux
     timer.total = time.perf_counter() - t_start
     return AttackResult(
         params=params,
@@ -201,6 +194,24 @@ def sign_gradient(
         queries=len(trace),
         time=timer,
     )
+
+
+class _Best:
+    """Each example's best iterate so far, by a score (higher is better)."""
+
+    def __init__(self):
+        self.params = self.score = self.loss = self.images = self.aux = None
+
+    def offer(self, params: Params, score: torch.Tensor, loss: torch.Tensor, images: torch.Tensor, aux) -> None:
+        if self.params is None:
+            self.params, self.score, self.loss, self.images, self.aux = params, score, loss, images, aux
+            return
+        better = score > self.score
+        self.params = _choose(self.params, params, better)
+        self.images = torch.where(better.view(-1, 1, 1, 1), images, self.images)
+        self.score = torch.where(better, score, self.score)
+        self.loss = torch.where(better, loss, self.loss)
+        self.aux = _merge_aux(self.aux, aux, better)
 
 
 def _merge_aux(old, new, better: torch.Tensor):
@@ -237,7 +248,7 @@ def random_search(
     trace = [loss0]
     if callback is not None:
         callback(0, base, images0, loss0)
-    best = best_loss = best_images = best_aux = None
+    best = _Best()
     for _ in range(queries - 1):
         draw = {}
         for k, v in base.items():
@@ -249,16 +260,9 @@ def random_search(
         trace.append(loss)
         if callback is not None:
             callback(len(trace) - 1, draw, images, loss)
-        if best is None:
-            best, best_loss, best_images, best_aux = draw, loss, images, aux
-        else:
-            better = loss > best_loss
-            best = _choose(best, draw, better)
-            best_images = torch.where(better.view(-1, 1, 1, 1), images, best_images)
-            best_loss = torch.where(better, loss, best_loss)
-            best_aux = _merge_aux(best_aux, aux, better)
+        best.offer(draw, loss, loss, images, aux)
     timer.total = time.perf_counter() - t_start
-    return AttackResult(best, best_images, best_aux, loss0, best_loss, torch.stack(trace), {}, len(trace), timer)
+    return AttackResult(best.params, best.images, best.aux, loss0, best.loss, torch.stack(trace), {}, len(trace), timer)
 
 
 def carlini_wagner(
@@ -293,7 +297,7 @@ def carlini_wagner(
         return total
 
     trace = []
-    best = best_val = best_loss = best_images = best_aux = None
+    best = _Best()
     loss_before = sensitivity = None
     for k in range(steps + 1):
         params = project({n: base[n] + u[n].detach() * scale[n] for n in base})
@@ -310,15 +314,7 @@ def carlini_wagner(
             loss_before = loss
             sensitivity = {n: g.abs().flatten(1).sum(1) * scale[n] for n, g in (grads or {}).items()}
         else:
-            if best is None:
-                best, best_val, best_loss, best_images, best_aux = params, value, loss, images, aux
-            else:
-                better = value < best_val
-                best = _choose(best, params, better)
-                best_images = torch.where(better.view(-1, 1, 1, 1), images, best_images)
-                best_val = torch.where(better, value, best_val)
-                best_loss = torch.where(better, loss, best_loss)
-                best_aux = _merge_aux(best_aux, aux, better)
+            best.offer(params, -value, loss, images, aux)  # C&W minimises its objective
         if last:
             break
         opt.zero_grad(set_to_none=True)
@@ -330,5 +326,5 @@ def carlini_wagner(
         opt.step()
     timer.total = time.perf_counter() - t_start
     return AttackResult(
-        best, best_images, best_aux, loss_before, best_loss, torch.stack(trace), sensitivity, len(trace), timer
+        best.params, best.images, best.aux, loss_before, best.loss, torch.stack(trace), sensitivity, len(trace), timer
     )
