@@ -89,32 +89,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Limited:
-    """``n`` frames of a detection data set, spread evenly (the frames ``sae attack --limit n``
-    attacks)."""
-
-    def __init__(self, ds, n: int):
-        from sae.attacks.runner import spread
-
-        self.ds, self.keep = ds, spread(len(ds), n)
-
-    def __len__(self) -> int:
-        return len(self.keep)
-
-    def __getitem__(self, i: int):
-        return self.ds[self.keep[i]]
-
-    def name(self, i: int) -> str:
-        return self.ds.name(self.keep[i])
-
-    def frame(self, i: int):
-        return self.ds.frame(self.keep[i])
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from sae.detectors.data import DetectionDataset
+    from sae.detectors.data import DetectionDataset, Spread
     from sae.detectors.train import load_checkpoint, predict
     from sae.io import write_text
     from sae.metrics.store import format_metrics, metrics_all_levels, save_detections, write_kitti_detections
@@ -124,7 +102,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     size = tuple(cfg["size"])
     ds = DetectionDataset(args.data, size, rerender=args.rerender)
     if args.limit is not None:
-        ds = _Limited(ds, args.limit)
+        ds = Spread(ds, args.limit)
     preds, targets = predict(model, ds, device=args.device, progress=True)
     levels = metrics_all_levels(preds, targets, image_height=size[0])
     print(format_metrics(levels))
@@ -147,19 +125,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _iou_overrides(items: list[str] | None) -> dict[int, float]:
-    from sae.data.records import DETECTION_CLASSES
-
+def _assignments(flag: str, items: list[str] | None, names, what: str) -> dict[str, float]:
+    """``NAME=NUMBER`` command-line items → ``{NAME: NUMBER}``; errors name the flag and item."""
     out = {}
     for item in items or []:
         name, _, value = item.partition("=")
-        if name not in DETECTION_CLASSES or not value:
-            raise ValueError(f"--iou {item!r}: expected CLASS=THRESHOLD with CLASS in {', '.join(DETECTION_CLASSES)}")
+        if name not in names or not value:
+            raise ValueError(f"{flag} {item!r}: expected {what}=VALUE with {what} in {', '.join(names)}")
         try:
-            out[DETECTION_CLASSES.index(name)] = float(value)
+            out[name] = float(value)
         except ValueError:
-            raise ValueError(f"--iou {item!r}: the threshold must be a number") from None
+            raise ValueError(f"{flag} {item!r}: the value must be a number") from None
     return out
+
+
+def _iou_overrides(items: list[str] | None) -> dict[int, float]:
+    from sae.data.records import DETECTION_CLASSES
+
+    given = _assignments("--iou", items, DETECTION_CLASSES, "CLASS")
+    return {DETECTION_CLASSES.index(name): v for name, v in given.items()}
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
@@ -281,16 +265,7 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
 def _eps(items: list[str] | None) -> dict[str, float]:
     from sae.scene.editor import PAPER_EPS, PARAMETERS
 
-    eps = dict(PAPER_EPS)
-    for item in items or []:
-        name, _, value = item.partition("=")
-        if name not in PARAMETERS or not value:
-            raise ValueError(f"--eps {item!r}: expected PARAMETER=VALUE with PARAMETER in {', '.join(PARAMETERS)}")
-        try:
-            eps[name] = float(value)
-        except ValueError:
-            raise ValueError(f"--eps {item!r}: the value must be a number") from None
-    return eps
+    return {**PAPER_EPS, **_assignments("--eps", items, PARAMETERS, "PARAMETER")}
 
 
 def cmd_attack(args: argparse.Namespace) -> int:

@@ -359,7 +359,7 @@ def test_fid_is_zero_on_itself_and_grows_with_noise(smoke_data, checkpoint, tmp_
 
 
 def test_spread_covers_the_split_evenly():
-    from sae.attacks.runner import spread
+    from sae.detectors.data import spread
 
     assert spread(10, None) == list(range(10)) and spread(10, 20) == list(range(10))
     assert spread(240, 60)[:3] == [0, 4, 8] and spread(240, 60)[-1] == 239 and len(spread(240, 60)) == 60

@@ -106,6 +106,11 @@ def _value_and_grad(make: Make, objective: Objective, params: Params, timer: Tim
     return loss.detach(), grads, images.detach(), aux
 
 
+def _sensitivity(grads: Params, step: dict[str, float]) -> dict[str, torch.Tensor]:
+    """Per parameter and example, ``Σ|∂L/∂p| · step``: what one sign step is predicted to add."""
+    return {n: g.abs().reshape(len(g), -1).sum(1) * step[n] for n, g in grads.items()}
+
+
 def _choose(best: Params, cand: Params, better: torch.Tensor) -> Params:
     out = {}
     for k, v in cand.items():
@@ -171,10 +176,7 @@ def sign_gradient(
         if k == 0:
             loss_before = loss
             if grads is not None:
-                dims = {n: tuple(range(1, g.dim())) for n, g in grads.items()}
-                sensitivity = {
-                    n: (g.abs().sum(dim=dims[n]) if dims[n] else g.abs()) * step[n] for n, g in grads.items()
-                }
+                sensitivity = _sensitivity(grads, step)
         if k > 0 and keep_best:
             best.offer(params, loss, loss, images, aux)
         if last:
@@ -312,7 +314,7 @@ def carlini_wagner(
         value = penalty(params) - c * loss
         if k == 0:
             loss_before = loss
-            sensitivity = {n: g.abs().flatten(1).sum(1) * scale[n] for n, g in (grads or {}).items()}
+            sensitivity = _sensitivity(grads or {}, scale)
         else:
             best.offer(params, -value, loss, images, aux)  # C&W minimises its objective
         if last:

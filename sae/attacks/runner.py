@@ -39,6 +39,7 @@ from sae.attacks.semantic import (
 )
 from sae.data.export import ExportItem, export
 from sae.data.vkitti import VKITTI2
+from sae.detectors.data import spread
 from sae.io import atomic_path, write_text
 from sae.render.renderer import render
 from sae.scene import editor
@@ -64,16 +65,6 @@ def ir_frames(data: str | os.PathLike, limit: int | None = None) -> list[tuple[s
             )
         out.append((reader.name(i), key, index, camera, reader.file(key, "ir", camera, index)))
     return [out[i] for i in spread(len(out), limit)]
-
-
-def spread(total: int, limit: int | None) -> list[int]:
-    """``limit`` indices spread evenly over ``range(total)`` (all of them when ``limit`` is None
-    or not smaller), so a subset covers every scene and variation of a split."""
-    if limit is None or limit >= total:
-        return list(range(total))
-    if limit <= 0:
-        raise ValueError(f"limit must be positive, got {limit}")
-    return sorted({int(round(k * (total - 1) / max(limit - 1, 1))) for k in range(limit)})
 
 
 def _done(out: Path) -> dict[str, dict]:
@@ -115,7 +106,7 @@ def attack_split(
     Args:
         victim: the detector (moved to ``device``).
         size: the detector's ``(height, width)``.
-        limit: attack only the first ``limit`` frames.
+        limit: attack ``limit`` frames spread evenly over the split (:func:`spread`).
 
     Returns:
         The summary (also in ``out/summary.json``).
@@ -130,7 +121,8 @@ def attack_split(
     bar = tqdm(total=len(frames), initial=len(frames) - len(todo), desc="attack", unit="SAE", disable=not progress)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
-        scenes = Scene.cat([Scene.load(f[4]) for f in chunk]).to(device)
+        loaded = [Scene.load(f[4]) for f in chunk]
+        scenes = Scene.cat(loaded).to(device)
         t0 = time.perf_counter()
         if semantic:
             result = semantic_attack(victim, scenes, config, size=size)
@@ -144,13 +136,12 @@ def attack_split(
         rows = []
         for b, (name, *_rest) in enumerate(chunk):
             n = int(scenes.obj_valid[b].sum()) if semantic else 0
-            arrays = {}
-            for k, v in result.params.items():
-                v = v[b].detach().cpu()
-                if semantic and k in editor.OBJECT_PARAMETERS:
-                    v = v[: Scene.load(chunk[b][4]).max_objects]
-                arrays[k] = v.numpy()
-            if not semantic:  # store the perturbed pixels themselves, as the data set does
+            if semantic:  # θ without the padding slots Scene.cat added
+                arrays = {
+                    k: (v[b, : loaded[b].max_objects] if k in editor.OBJECT_PARAMETERS else v[b]).detach().cpu().numpy()
+                    for k, v in result.params.items()
+                }
+            else:  # store the perturbed pixels themselves, as the data set does
                 arrays = {"image": _to_uint8(result.images[b])}
             with atomic_path(out / "theta" / f"{_slug(name)}.npz") as tmp, open(tmp, "wb") as fh:
                 np.savez_compressed(fh, **arrays)

@@ -45,9 +45,9 @@ class Detector(nn.Module, metaclass=abc.ABCMeta):
     ) -> Detections:
         """Detections per image after NMS."""
 
+    @abc.abstractmethod
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, C)`` image embedding from the backbone (the offline FID feature extractor)."""
-        raise NotImplementedError(f"{type(self).__name__} has no embedding")
 
     @torch.no_grad()
     def detect(self, images: torch.Tensor, **kwargs) -> Detections:

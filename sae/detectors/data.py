@@ -110,6 +110,36 @@ class DetectionDataset(torch.utils.data.Dataset):
         return (image, target) if augment is None else augment(image, target, rng)
 
 
+def spread(total: int, limit: int | None) -> list[int]:
+    """``limit`` indices spread evenly over ``range(total)`` (all of them when ``limit`` is None
+    or not smaller), so a subset covers every scene and variation of a split."""
+    if limit is None or limit >= total:
+        return list(range(total))
+    if limit <= 0:
+        raise ValueError(f"limit must be positive, got {limit}")
+    return sorted({int(round(k * (total - 1) / max(limit - 1, 1))) for k in range(limit)})
+
+
+class Spread:
+    """``n`` frames of a :class:`DetectionDataset`, spread evenly (:func:`spread`): the frames
+    ``sae attack --limit n`` attacks."""
+
+    def __init__(self, ds: DetectionDataset, n: int):
+        self.ds, self.keep = ds, spread(len(ds), n)
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, i: int):
+        return self.ds[self.keep[i]]
+
+    def name(self, i: int) -> str:
+        return self.ds.name(self.keep[i])
+
+    def frame(self, i: int) -> Frame:
+        return self.ds.frame(self.keep[i])
+
+
 def _select(target: dict, keep: torch.Tensor) -> dict:
     return {k: v[keep] for k, v in target.items()}
 
