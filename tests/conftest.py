@@ -32,3 +32,16 @@ def smoke_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke_data")
     generate(out, "smoke", seed=3, workers=1, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def smoke_reference(tmp_path_factory):
+    """One uninterrupted smoke run of the workflow (``config/smoke.yaml``), shared read-only by
+    the tests that compare against it: returns the workflow copy it ran in; its outputs are in
+    ``WORK/out``. Tests must not write into it (copy it first)."""
+    from workflow_util import copy_workflow, snakemake
+
+    work = copy_workflow(tmp_path_factory.mktemp("smoke_reference"))
+    proc = snakemake("--cores", "2", "--configfile", "config/smoke.yaml", "--config", "results=out", cwd=work)
+    assert proc.returncode == 0, proc.output[-3000:]
+    return work

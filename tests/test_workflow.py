@@ -1,36 +1,13 @@
 """The Snakemake workflow: the DAG of every config, config validation, and a smoke run."""
 
 import json
-import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def _snakemake(*args, cwd=ROOT):
-    proc = subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True)
-    proc.output = proc.stdout + proc.stderr  # Snakemake prints errors to either
-    return proc
-
-
-def _copy_workflow(dest: Path) -> Path:
-    shutil.copytree(ROOT / "workflow", dest / "workflow")
-    shutil.copytree(ROOT / "config", dest / "config")
-    shutil.copy(ROOT / "Snakefile", dest / "Snakefile")
-    return dest
-
-
-def _jobs(stdout: str) -> dict[str, int]:
-    table = re.search(r"Job stats:\n(.*?)\ntotal\s+(\d+)", stdout, re.S)
-    assert table, stdout
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table.group(1), re.M)}
+from workflow_util import ROOT
+from workflow_util import copy_workflow as _copy_workflow
+from workflow_util import job_counts as _jobs
+from workflow_util import snakemake as _snakemake
 
 
 @pytest.mark.parametrize("config", ["config/config.yaml", "config/smoke.yaml", "config/paper.yaml"])
@@ -99,11 +76,9 @@ def test_missing_key_is_named(tmp_path):
     assert "'workers' is a required property" in proc.output
 
 
-def test_smoke_run_end_to_end(tmp_path):
+def test_smoke_run_end_to_end(smoke_reference, tmp_path):
     """From an empty results folder to every output; a second run has nothing to do."""
-    work = _copy_workflow(tmp_path / "wf")
-    proc = _snakemake("--cores", "2", "--configfile", "config/smoke.yaml", "--config", "results=out", cwd=work)
-    assert proc.returncode == 0, proc.output[-3000:]
+    work = smoke_reference
     out = work / "out"
     for path in (
         "data/manifest.json",
@@ -132,14 +107,13 @@ def test_smoke_run_end_to_end(tmp_path):
     # an attack setting changes: the attacks rerun, the detectors are not retrained
     cfg = yaml.safe_load((work / "config" / "smoke.yaml").read_text())
     cfg["attacks"]["eps"]["mesh"] = 0.05
-    (work / "config" / "smoke.yaml").write_text(yaml.safe_dump(cfg))
-    changed = _snakemake("-n", "--configfile", "config/smoke.yaml", "--config", "results=out", cwd=work)
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    changed = _snakemake("-n", "--configfile", str(tmp_path / "changed.yaml"), "--config", "results=out", cwd=work)
     jobs = _jobs(changed.stdout)
     assert jobs.get("attack", 0) >= 11 and not {"generate_data", "pretrain", "finetune"} & set(jobs), jobs
-    report = _snakemake(
-        "--configfile", "config/smoke.yaml", "--config", "results=out", "--report", "report.html", cwd=work
-    )
-    assert report.returncode == 0 and (work / "report.html").stat().st_size > 10_000
+    html = tmp_path / "report.html"
+    report = _snakemake("--configfile", "config/smoke.yaml", "--config", "results=out", "--report", str(html), cwd=work)
+    assert report.returncode == 0 and html.stat().st_size > 10_000
 
 
 def test_preflight_fails_clearly_when_the_device_is_missing(tmp_path):
