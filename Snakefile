@@ -18,6 +18,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/detectors.smk"
 include: "workflow/rules/attacks.smk"
+include: "workflow/rules/augment.smk"
 include: "workflow/rules/report.smk"
 
 

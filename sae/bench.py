@@ -17,10 +17,6 @@ from functools import partial
 
 import torch
 
-FULL_SIZE = (375, 1242)
-#: The default working resolution of the workflow's CPU scale.
-WORKING_SIZE = (188, 621)
-
 
 def _bench_one(height: int, width: int, batch: int, repeats: int, device: str, threads: int | None) -> dict:
     from sae.data.street import street_scene

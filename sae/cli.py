@@ -92,36 +92,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from sae.detectors.data import DetectionDataset, Spread
-    from sae.detectors.train import load_checkpoint, predict
-    from sae.io import write_text
-    from sae.metrics.store import format_metrics, metrics_all_levels, save_detections, write_kitti_detections
+    from sae.detectors.evaluate import evaluate_folder
+    from sae.detectors.train import load_checkpoint
 
     model, state = load_checkpoint(args.checkpoint, args.device)
-    cfg = json.loads(state["config"])
-    size = tuple(cfg["size"])
-    ds = DetectionDataset(args.data, size, rerender=args.rerender)
-    if args.limit is not None:
-        ds = Spread(ds, args.limit)
-    preds, targets = predict(model, ds, device=args.device, progress=True)
-    levels = metrics_all_levels(preds, targets, image_height=size[0])
-    print(format_metrics(levels))
-    if args.figure:
-        import torch
-
-        from sae.data.figure import detections_grid
-
-        n = min(4, len(ds))
-        images = torch.stack([ds[i][0] for i in range(n)])
-        print(f"wrote {detections_grid(images, preds[:n], args.figure)}")
-    if args.out:
-        out = Path(args.out)
-        names = [ds.name(i) for i in range(len(ds))]
-        source = ds.frame(0).rgb.shape[:2] if len(ds) else size
-        save_detections(out / "detections.npz", names, preds, targets, size, source)
-        write_kitti_detections(out / "kitti", names, preds, size, source)
-        write_text(out / "metrics.json", json.dumps(levels, indent=2) + "\n")
-        print(f"wrote {out}/metrics.json, detections.npz and kitti/ ({len(names)} frames)")
+    size = tuple(json.loads(state["config"])["size"])
+    evaluate_folder(model, args.data, size, args.out, args.rerender, args.limit, args.device, args.figure)
     return 0
 
 
@@ -297,6 +273,12 @@ def cmd_attack(args: argparse.Namespace) -> int:
     )
     print(json.dumps({k: summary[k] for k in ("examples", "loss_before", "loss_after", "raised")}, indent=2))
     print(f"wrote {args.out}")
+    if args.eval:  # the victim on its own adversarial set, as `sae eval` would score it
+        from sae.detectors.evaluate import evaluate_folder
+
+        pixel = args.method in ("fgsm", "pgd")
+        data = Path(args.out) / ("kitti" if pixel else "vkitti2")
+        evaluate_folder(model, data, size, Path(args.out) / "eval", rerender=not pixel, device=args.device)
     return 0
 
 
@@ -335,6 +317,22 @@ def cmd_table_attacks(args: argparse.Namespace) -> int:
     }[args.paper]
     rows = tables.attack_rows(args.benign, args.attacks, args.difficulty, paper)
     tables.write_table(rows, tables.ATTACK_COLUMNS, args.out, args.title)
+    print(Path(args.out).with_suffix(".md").read_text())
+    return 0
+
+
+def cmd_table_models(args: argparse.Namespace) -> int:
+    from sae import tables
+
+    models = []
+    for item in args.models:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--models {item!r}: expected NAME=FOLDER")
+        models.append((name, folder))
+    paper = None if args.paper == "none" else tables.PAPER_MODELS[args.paper]
+    rows = tables.model_rows(models, args.valsets, args.difficulty, paper)
+    tables.write_table(rows, tables.model_columns(args.valsets), args.out, args.title)
     print(Path(args.out).with_suffix(".md").read_text())
     return 0
 
@@ -393,7 +391,7 @@ def cmd_provenance(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sae.bench import FULL_SIZE, WORKING_SIZE
+    from sae.constants import DETECTOR_NAMES, FULL_SIZE, WORKING_SIZE
 
     parser = argparse.ArgumentParser(
         prog="sae",
@@ -486,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
         "a weighted mix of data sets in "
         "the VKITTI2 or KITTI layout, optionally from a checkpoint. Checkpoints every N steps; a rerun resumes.",
     )
-    tr.add_argument("--detector", default="squeezedet", choices=["squeezedet", "yolov3"])
+    tr.add_argument("--detector", default="squeezedet", choices=DETECTOR_NAMES)
     tr.add_argument("--data", nargs="+", required=True, help="PATH[:WEIGHT] … (weight default 1)")
     tr.add_argument("--out", required=True, help="output folder (final.pt, train_log.jsonl)")
     tr.add_argument("--size", type=_size, default=(188, 621), help="working WIDTHxHEIGHT (default 621x188)")
@@ -570,6 +568,11 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--limit", type=int, default=None, help="attack N frames spread evenly over the split")
     at.add_argument("--device", default="cpu")
     at.add_argument("--seed", type=int, default=0)
+    at.add_argument(
+        "--eval",
+        action="store_true",
+        help="also evaluate the victim on the written set (OUT/eval, as `sae eval --out` writes it)",
+    )
     at.set_defaults(func=cmd_attack)
 
     fi = groups.add_parser(
@@ -601,6 +604,19 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--title", default="")
     ta.add_argument("--out", required=True, help="output stem: STEM.csv and STEM.md")
     ta.set_defaults(func=cmd_table_attacks)
+    tm = tsub.add_parser(
+        "models",
+        help="recall/mAP of several models on several validation sets (Tables 3-5, transfer)",
+        description="One row per model: recall and mAP on each validation set (FOLDER/<set>/metrics.json of "
+        "`sae eval --out`), with the paper's numbers beside.",
+    )
+    tm.add_argument("--models", nargs="+", required=True, help="NAME=FOLDER … (a recipe or detector name)")
+    tm.add_argument("--valsets", nargs="+", default=["sae", "benign"], choices=["benign", "sae", "pixel"])
+    tm.add_argument("--paper", choices=["table3", "table4", "table5", "transfer", "none"], default="none")
+    tm.add_argument("--difficulty", default="moderate", choices=["easy", "moderate", "hard", "all"])
+    tm.add_argument("--title", default="")
+    tm.add_argument("--out", required=True, help="output stem: STEM.csv and STEM.md")
+    tm.set_defaults(func=cmd_table_models)
 
     fg = groups.add_parser("figure", help="figures of attack runs")
     fsub = fg.add_subparsers(dest="command", metavar="<command>", required=True)
@@ -686,9 +702,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time a training step (forward, loss, backward, SGD step) and inference (forward + NMS) of "
         "each detector on random images; print a Markdown table.",
     )
-    from sae.detectors.train import DETECTORS
 
-    bd.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS))
+    bd.add_argument("--detectors", nargs="+", default=list(DETECTOR_NAMES), choices=DETECTOR_NAMES)
     bd.add_argument(
         "--sizes",
         type=_size,

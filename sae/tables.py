@@ -133,3 +133,68 @@ def attack_rows(benign_eval: str, attack_dirs: list[str], difficulty: str, paper
             }
         )
     return rows
+
+
+#: Table 3 and §5.2's text: the baseline and the SAE-augmented models, on SAEs and on benign
+#: images, ``{recipe: {validation set: (recall, mAP)}}`` %.
+PAPER_TABLE3 = {
+    "baseline": {"sae": (93.17, 57.78), "benign": (93.6, 86.17)},
+    "retrained-sae": {"sae": (92.97, 72.76), "benign": (93.7, 84.73)},
+    "tuned-sae": {"sae": (92.15, 72.63), "benign": (91.9, 79.1)},
+}
+#: Table 4: pixel-augmented models on SAEs.
+PAPER_TABLE4 = {
+    "retrained-pixel": {"sae": (92.4, 56.7)},
+    "tuned-pixel": {"sae": (90.43, 55.35)},
+}
+#: Table 5: hybrid tuning, validated on SAEs (5a) and on pixel perturbations (5b); the paper's
+#: "Tuned (SAE)" is the pixel-robust model tuned on SAEs, "Tuned (Pixel)" the reverse.
+PAPER_TABLE5 = {
+    "hybrid-pixel-then-sae": {"sae": (93.2, 73.8), "pixel": (29.5, 7.65)},
+    "hybrid-sae-then-pixel": {"sae": (91.7, 65.7), "pixel": (90.6, 75.15)},
+}
+#: §5.1 (SqueezeDet on the 882-image evaluation split) and §5.3 (YOLOv3: mAP only).
+PAPER_TRANSFER = {
+    "squeezedet": {"benign": (93.63, 85.95), "sae": (93.17, 57.78)},
+    "yolov3": {"benign": (None, 91.28), "sae": (None, 87.50)},
+}
+PAPER_MODELS = {"table3": PAPER_TABLE3, "table4": PAPER_TABLE4, "table5": PAPER_TABLE5, "transfer": PAPER_TRANSFER}
+
+
+def model_columns(valsets: list[str]) -> list[tuple[str, str]]:
+    """Columns of :func:`model_rows` for these validation sets."""
+    columns = [("model", "model"), ("label", "paper's name")]
+    for v in valsets:
+        columns += [
+            (f"{v}_recall", f"recall on {v}"),
+            (f"{v}_mAP", f"mAP on {v}"),
+            (f"paper_{v}_recall", f"paper recall on {v}"),
+            (f"paper_{v}_mAP", f"paper mAP on {v}"),
+        ]
+    return columns
+
+
+def model_rows(
+    models: list[tuple[str, str]], valsets: list[str], difficulty: str, paper: dict | None = None
+) -> list[dict]:
+    """One row per model: recall and mAP on each validation set, the paper's beside.
+
+    Args:
+        models: ``(name, folder)`` pairs; ``folder/<valset>/metrics.json`` is what ``sae eval``
+            wrote for that model on that validation set.
+        paper: ``{name: {valset: (recall, mAP)}}`` (either may be None where the paper gives none).
+    """
+    from sae.detectors.recipes import RECIPES
+
+    paper = paper or {}
+    rows = []
+    for name, folder in models:
+        row = {"model": name, "label": RECIPES[name].label if name in RECIPES else name}
+        for v in valsets:
+            m = metrics_at(Path(folder) / v, difficulty)
+            p = paper.get(name, {}).get(v, (None, None))
+            row.update(
+                {f"{v}_recall": m["recall"], f"{v}_mAP": m["mAP"], f"paper_{v}_recall": p[0], f"paper_{v}_mAP": p[1]}
+            )
+        rows.append(row)
+    return rows

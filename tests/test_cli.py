@@ -105,3 +105,21 @@ def test_doctor_lists_what_is_missing(tmp_path, capsys):
     )
     assert main(["doctor", "--config", str(path), "--profile", str(profile)]) == 1
     assert "slurm_account is empty" in capsys.readouterr().out
+
+
+def test_cli_constants_match_the_modules_they_name():
+    """The command line's light constants (no torch import) agree with the heavy modules."""
+    from sae.constants import DETECTOR_NAMES
+    from sae.detectors.train import DETECTORS
+
+    assert tuple(DETECTORS) == DETECTOR_NAMES
+
+
+def test_help_imports_no_torch():
+    """`sae … --help` and the parser stay light: every job of the workflow starts a `sae` process."""
+    import subprocess
+    import sys
+
+    code = "import sys; from sae.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

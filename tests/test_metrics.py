@@ -136,3 +136,45 @@ def test_a_corrupt_detections_file_is_named(tmp_path):
         load_detections(tmp_path)
     with pytest.raises(FileNotFoundError, match="nothing.npz"):
         load_detections(tmp_path / "nothing.npz")
+
+
+def test_direct_coco_evaluation_equals_torchmetrics_mean_average_precision():
+    """Our direct faster-coco-eval call gives torchmetrics' map / mar_100 on random data: empty
+    images, images without detections, crowd (ignored) objects, overlapping detections."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    from sae.metrics.detection import coco_ap_recall
+
+    gen = torch.Generator().manual_seed(0)
+
+    def boxes(n):
+        xy = torch.rand(n, 2, generator=gen) * 200
+        return torch.cat([xy, xy + 5 + torch.rand(n, 2, generator=gen) * 60], dim=1)
+
+    for trial in range(6):
+        preds, targets = [], []
+        for image in range(8):
+            gt = boxes(int(torch.randint(0, 5, (), generator=gen)))
+            crowd = torch.rand(len(gt), generator=gen) < 0.2
+            if len(gt):
+                near = gt[torch.randint(0, len(gt), (int(torch.randint(0, 7, (), generator=gen)),), generator=gen)]
+                det = torch.cat([near + torch.randn(near.shape, generator=gen) * 4, boxes(2)])
+            else:
+                det = boxes(1)
+            if image == 3:
+                det = det[:0]
+            preds.append((det, torch.rand(len(det), generator=gen)))
+            targets.append((gt, crowd))
+        for iou in (0.5, 0.7):
+            metric = MeanAveragePrecision(iou_type="bbox", iou_thresholds=[iou], backend="faster_coco_eval")
+            metric.update(
+                [{"boxes": b, "scores": s, "labels": torch.zeros(len(b), dtype=torch.long)} for b, s in preds],
+                [
+                    {"boxes": b, "labels": torch.zeros(len(b), dtype=torch.long), "iscrowd": c.long()}
+                    for b, c in targets
+                ],
+            )
+            ref = metric.compute()
+            ap, recall = coco_ap_recall(preds, targets, iou)
+            assert ap == pytest.approx(max(float(ref["map"]), 0) * 100, abs=1e-4), (trial, iou)
+            assert recall == pytest.approx(max(float(ref["mar_100"]), 0) * 100, abs=1e-4), (trial, iou)

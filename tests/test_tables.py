@@ -53,3 +53,23 @@ def test_missing_inputs_are_named(tmp_path):
     (tmp_path / "bad" / "metrics.json").write_text("{not json")
     with pytest.raises(ValueError, match="bad"):
         tables.metrics_at(tmp_path / "bad", "moderate")
+
+
+def test_model_table_puts_each_validation_set_beside_the_paper(tmp_path):
+    for recipe, (sae_map, benign_map) in {"baseline": (40.0, 70.0), "tuned-sae": (55.0, 65.0)}.items():
+        _eval_dir(tmp_path / recipe / "sae", 80.0, sae_map)
+        _eval_dir(tmp_path / recipe / "benign", 85.0, benign_map)
+    models = [(r, str(tmp_path / r)) for r in ("baseline", "tuned-sae")]
+    rows = tables.model_rows(models, ["sae", "benign"], "moderate", tables.PAPER_TABLE3)
+    assert rows[0]["label"] == "Baseline" and rows[1]["label"] == "Tuned (SAE)"
+    assert rows[1]["sae_mAP"] == 55.0 and rows[1]["paper_sae_mAP"] == 72.63
+    assert rows[0]["benign_mAP"] == 70.0 and rows[0]["paper_benign_mAP"] == 86.17
+    tables.write_table(rows, tables.model_columns(["sae", "benign"]), tmp_path / "t3", "Table 3")
+    md = (tmp_path / "t3.md").read_text()
+    assert "| tuned-sae | Tuned (SAE) | 80.0 | 55.0 | 92.2 | 72.6 | 85.0 | 65.0 | 91.9 | 79.1 |" in md
+    # the paper gives YOLOv3's mAP but no recall: an empty cell, not a made-up number
+    _eval_dir(tmp_path / "y" / "sae", 70.0, 50.0)
+    row = tables.model_rows([("yolov3", str(tmp_path / "y"))], ["sae"], "moderate", tables.PAPER_TRANSFER)[0]
+    assert row["paper_sae_mAP"] == 87.50 and row["paper_sae_recall"] is None and row["label"] == "yolov3"
+    with pytest.raises(FileNotFoundError, match="pixel"):
+        tables.model_rows(models, ["pixel"], "moderate")

@@ -23,11 +23,16 @@ def test_dry_run_builds_the_whole_dag(config, tmp_path):
         assert jobs.get(rule) == detectors, (rule, jobs)
     combos = 63 if cfg["attacks"]["combos"] == "all" else len(set(cfg["attacks"]["combos"]) | SINGLES)
     # one SAE set per combination, plus the random-search baseline of the headline combination
-    assert jobs.get("attack") == jobs.get("eval_attack") == combos + 1, jobs
-    assert jobs.get("pixel_attack") == jobs.get("eval_pixel") == 2
+    assert jobs.get("attack") == combos + 1, jobs  # each also scores the victim on its set
+    assert jobs.get("pixel_attack") == 2 and not {"eval_attack", "eval_pixel"} & set(jobs), jobs
     for rule in ("table1", "table2", "baselines", "fid", "timing", "eval_benign_subset", "figure2"):
         assert jobs.get(rule) == 1, (rule, jobs)
     assert jobs.get("attack_diagnostics") == 8  # the six singles and the headline, gradient and random
+    # §5: SAE and pixel sets of the evaluation and fine-tuning splits; six trained recipes; every
+    # recipe of the victim and every other detector's fine-tuned model on the three validation sets
+    assert jobs.get("attack_set") == 4 and jobs.get("augment") == 6, jobs
+    assert jobs.get("eval_model") == 3 * (7 + detectors - 1), jobs
+    assert jobs.get("augment_table") == 3 and jobs.get("transfer_table") == 1, jobs
 
 
 SINGLES = {"color", "weather", "foliage", "rotate", "translate", "mesh"}
@@ -94,6 +99,28 @@ def test_smoke_run_end_to_end(smoke_reference, tmp_path):
     for table in ("table1", "table2", "baselines"):
         text = (out / "tables" / f"{table}.md").read_text()
         assert "| benign |" in text and (out / "tables" / f"{table}.csv").is_file()
+    for table, rows in {
+        "table3": ("| baseline | Baseline |", "| retrained-sae |", "| tuned-sae |"),
+        "table4": ("| retrained-pixel |", "| tuned-pixel |"),
+        "table5": ("| hybrid-pixel-then-sae |", "| hybrid-sae-then-pixel |"),
+        "transfer": ("| squeezedet |", "| yolov3 |"),
+    }.items():
+        text = (out / "tables" / f"{table}.md").read_text()
+        assert all(r in text for r in rows) and (out / "tables" / f"{table}.csv").is_file(), (table, text)
+    # the augmented models really trained, from the weights their recipe names
+    for recipe in ("retrained-sae", "tuned-sae", "retrained-pixel", "tuned-pixel", "hybrid-pixel-then-sae"):
+        assert (out / "models" / "squeezedet" / recipe / "final.pt").is_file(), recipe
+    import torch
+
+    for recipe, init in {
+        "hybrid-pixel-then-sae": "tuned-pixel",
+        "retrained-sae": "pretrain",
+        "tuned-sae": "finetune",
+    }.items():
+        state = torch.load(out / "models" / "squeezedet" / recipe / "final.pt", weights_only=True)
+        trained = json.loads(state["config"])
+        assert trained["init"].endswith(f"squeezedet/{init}/final.pt"), (recipe, trained["init"])
+        assert trained["iterations"] == 2 and trained["rerender"], trained
     assert "| color | isfgsm | 2 |" in (out / "tables" / "table1.md").read_text()
     assert "| rotate+translate+mesh | random | 2 |" in (out / "tables" / "baselines.md").read_text()
     assert set(json.loads((out / "tables" / "fid.json").read_text())["fid"]) == {"sae", "pixel"}

@@ -16,7 +16,6 @@ import abc
 
 import torch
 from torch import nn
-from torchvision.ops import batched_nms, box_iou
 
 Targets = list[dict[str, torch.Tensor]]
 Detections = list[dict[str, torch.Tensor]]
@@ -84,6 +83,8 @@ def nms_per_image(
     if scores.numel() > pre_nms:
         top = scores.topk(pre_nms).indices
         boxes, scores, labels = boxes[top], scores[top], labels[top]
+    from torchvision.ops import batched_nms  # here, not at the top: torchvision costs seconds per process
+
     keep = batched_nms(boxes.float(), scores.float(), labels, nms_iou)[:max_detections]
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
@@ -126,6 +127,11 @@ def elementwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     area_a = (a[..., 2] - a[..., 0]).clamp_min(0) * (a[..., 3] - a[..., 1]).clamp_min(0)
     area_b = (b[..., 2] - b[..., 0]).clamp_min(0) * (b[..., 3] - b[..., 1]).clamp_min(0)
     return inter / (area_a + area_b - inter).clamp_min(1e-9)
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(N, M)`` IoU of every box of ``a (N, 4)`` with every box of ``b (M, 4)``, xyxy."""
+    return elementwise_iou(a[:, None, :], b[None, :, :])
 
 
 __all__ = [

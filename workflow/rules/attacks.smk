@@ -1,6 +1,6 @@
 # Attacks on the victim over the evaluation split: one SAE data set per {combo} (all 63
 # non-empty subsets of the six parameters), the random-search baseline and pixel attacks at the
-# same budget, each evaluated like any data set.
+# same budget; each job also scores the victim on the set it wrote (`sae attack --eval`).
 
 EXAMPLES = config["attacks"]["examples"]
 
@@ -14,10 +14,11 @@ rule attack:
     input:
         ckpt=checkpoint(VICTIM),
     output:
-        results("attacks", "{method}", "{combo}", "summary.json"),
+        summary=results("attacks", "{method}", "{combo}", "summary.json"),
+        eval=results("attacks", "{method}", "{combo}", "eval", "metrics.json"),
     params:
         data=results("data", "eval", "vkitti2"),
-        out=lambda wc, output: str(Path(output[0]).parent),
+        out=lambda wc, output: str(Path(output.summary).parent),
         eps=eps_args(),
         steps=config["attacks"]["steps"],
         examples=EXAMPLES,
@@ -36,17 +37,18 @@ rule attack:
     shell:
         "{SAE} attack --checkpoint {input.ckpt} --data {params.data} --out {params.out} --method {wildcards.method} "
         "--combo {wildcards.combo} {params.eps} --steps {params.steps} --limit {params.examples} "
-        "--batch-size {params.batch} --device {params.device} --seed {params.seed} > {log} 2>&1"
+        "--batch-size {params.batch} --device {params.device} --seed {params.seed} --eval > {log} 2>&1"
 
 
 rule pixel_attack:
     input:
         ckpt=checkpoint(VICTIM),
     output:
-        results("pixel", "{method}", "summary.json"),
+        summary=results("pixel", "{method}", "summary.json"),
+        eval=results("pixel", "{method}", "eval", "metrics.json"),
     params:
         data=results("data", "eval", "vkitti2"),
-        out=lambda wc, output: str(Path(output[0]).parent),
+        out=lambda wc, output: str(Path(output.summary).parent),
         eps=config["attacks"]["pixel"]["eps"],
         steps=lambda wc: 1 if wc.method == "fgsm" else config["attacks"]["pixel"]["steps"],
         examples=EXAMPLES,
@@ -65,47 +67,7 @@ rule pixel_attack:
     shell:
         "{SAE} attack --checkpoint {input.ckpt} --data {params.data} --out {params.out} --method {wildcards.method} "
         "--pixel-eps {params.eps} --steps {params.steps} --limit {params.examples} "
-        "--batch-size {params.batch} --device {params.device} --seed {params.seed} > {log} 2>&1"
-
-
-rule eval_attack:
-    input:
-        ckpt=checkpoint(VICTIM),
-        summary=results("attacks", "{method}", "{combo}", "summary.json"),
-    output:
-        results("attacks", "{method}", "{combo}", "eval", "metrics.json"),
-    params:
-        data=lambda wc, input: str(Path(input.summary).parent / "vkitti2"),
-        out=lambda wc, output: str(Path(output[0]).parent),
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    log:
-        results("logs", "eval_attack_{method}_{combo}.log"),
-    benchmark:
-        results("benchmarks", "eval_attack_{method}_{combo}.tsv"),
-    shell:
-        "{SAE} eval --checkpoint {input.ckpt} --data {params.data} --rerender --out {params.out} > {log} 2>&1"
-
-
-rule eval_pixel:
-    input:
-        ckpt=checkpoint(VICTIM),
-        summary=results("pixel", "{method}", "summary.json"),
-    output:
-        results("pixel", "{method}", "eval", "metrics.json"),
-    params:
-        data=lambda wc, input: str(Path(input.summary).parent / "kitti"),
-        out=lambda wc, output: str(Path(output[0]).parent),
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    log:
-        results("logs", "eval_pixel_{method}.log"),
-    benchmark:
-        results("benchmarks", "eval_pixel_{method}.tsv"),
-    shell:
-        "{SAE} eval --checkpoint {input.ckpt} --data {params.data} --out {params.out} > {log} 2>&1"
+        "--batch-size {params.batch} --device {params.device} --seed {params.seed} --eval > {log} 2>&1"
 
 
 rule eval_benign_subset:
@@ -211,8 +173,8 @@ rule baselines:
 rule fid:
     input:
         ckpt=checkpoint(VICTIM),
-        sae=results("attacks", config["attacks"]["method"], HEADLINE, "summary.json"),
-        pixel=results("pixel", "pgd", "summary.json"),
+        sae=results("sets", "sae", "eval", "summary.json"),  # the fixed sets of §5 (workflow/rules/augment.smk)
+        pixel=results("sets", "pixel", "eval", "summary.json"),
     output:
         results("tables", "fid.json"),
     params:

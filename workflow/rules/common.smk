@@ -34,6 +34,10 @@ DETECTORS = list(config["detectors"])
 VICTIM = config["attacks"]["victim"]
 
 
+wildcard_constraints:
+    detector="|".join(DETECTORS),
+
+
 def all_combos():
     from itertools import combinations
 
@@ -68,8 +72,10 @@ def json_arg(value):
 
 
 def train_args(detector, stage):
+    """`sae train` options of a detector's stage: its own ("pretrain", "finetune") or an
+    augmentation recipe's schedule ("retrain", "tune" in the config's `augment`)."""
     c = config["detectors"][detector]
-    t = c[stage]
+    t = c[stage] if stage in c else config["augment"][stage]
     return (
         f"--detector {detector} --size {WORK_SIZE[0]}x{WORK_SIZE[1]} --iterations {t['iterations']} "
         f"--batch-size {t['batch_size']} --optimizer {t['optimizer']} --lr {t['lr']} --warmup {t['warmup']} "
@@ -99,6 +105,7 @@ def all_outputs():
         results("tables", "baselines.md"),
         results("tables", "fid.json"),
         results("tables", "timing.md"),
+        *[results("tables", f"{t}.md") for t in ("table3", "table4", "table5", "transfer")],
         results("figures", "figure2_benign_vs_sae.png"),
         *[
             results("figures", "diagnostics", f"{m}_{HEADLINE}.png")
