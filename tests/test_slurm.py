@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from workflow_util import SNAKEMAKE, copy_workflow, repeatable_tables
+from workflow_util import SNAKEMAKE, copy_workflow, repeatable_tables, snakemake
 
 #: Wall-clock limit of the SLURM smoke run in seconds (then SIGTERM, SIGKILL 60 s later).
 TIMEOUT_S = int(os.environ.get("SAE_SLURM_TIMEOUT_S", "3600"))
@@ -82,6 +82,17 @@ def _job_fields(job_id: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in text.split() if "=" in item)
 
 
+def _memory_overrides(args: list[str], work: Path, node_mb: int) -> list[str]:
+    """``--set-resources RULE:mem_mb=node_mb`` for every rule that the Snakemake run ``args`` in
+    ``work`` asks more memory of than the node has (sbatch refuses such a job); none if all fit."""
+    proc = snakemake("-n", *args, cwd=work, timeout=600)
+    assert proc.returncode == 0, proc.output[-3000:]
+    asks = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: .*\bmem_mb=(\d+)", proc.stdout, re.M)
+    assert asks, proc.stdout[-3000:]
+    too_big = sorted({rule for rule, mem_mb in asks if int(mem_mb) > node_mb})
+    return ["--set-resources", *(f"{rule}:mem_mb={node_mb}" for rule in too_big)] if too_big else []
+
+
 def _assert_ran_through_slurm(output: str, work: Path, logs: Path, cluster: Cluster, max_cpus: int) -> list[str]:
     """Every job of a Snakemake run (its stdout + stderr ``output``) but the local ``all`` was
     submitted with sbatch and completed as a SLURM job: its own job id, a log in ``logs`` written by
@@ -111,9 +122,7 @@ def test_smoke_run_through_slurm_matches_the_local_run(slurm_cluster, request, t
     reference = request.getfixturevalue("smoke_reference")  # only now: a skip above must not wait for it
     work = copy_workflow(tmp_path / "wf")
     logs = tmp_path / "slurm_logs"
-    cmd = [
-        *("timeout", "-k", "60", str(TIMEOUT_S)),  # the plugin's status polls back off up to 180 s
-        *SNAKEMAKE,
+    args = [
         *("--profile", "workflow/profiles/slurm", "--configfile", "config/smoke.yaml", "--config", "results=out"),
         # what a CPU-only single node without slurmdbd needs on top of the profile:
         *("--max-threads", str(REFERENCE_CORES)),  # rules ask for 8 CPUs: such a job would pend for ever
@@ -121,6 +130,9 @@ def test_smoke_run_through_slurm_matches_the_local_run(slurm_cluster, request, t
         *("--slurm-init-seconds-before-status-checks", "2"),  # the first poll after 2 s, not 40 s
         *("--slurm-keep-successful-logs", "--slurm-logdir", str(logs)),
     ]
+    args += _memory_overrides(args, work, slurm_cluster.memory_mb)  # the rules' mem_mb is sized for real runs
+    # the plugin's status polls back off up to 180 s: a hung run is stopped (SIGTERM cancels its jobs)
+    cmd = ["timeout", "-k", "60", str(TIMEOUT_S), *SNAKEMAKE, *args]
     start = time.monotonic()
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     wall = time.monotonic() - start
