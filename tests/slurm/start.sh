@@ -11,8 +11,9 @@
 # Needs root. State, logs and PID files live in $SAE_SLURM_DIR (default /tmp/sae-slurm).
 #
 # Without slurmdbd `sacct` fails, so Snakemake's SLURM plugin must poll with
-# `--slurm-status-command squeue`; MinJobAge=3600 keeps finished jobs visible to squeue and
-# `scontrol show job` for an hour, long enough for the plugin to see every job finish.
+# `--slurm-status-command squeue`; MinJobAge keeps finished jobs visible to squeue and
+# `scontrol show job` for a day: the plugin needs a few minutes (>= 3600 s is its safe margin), the
+# test checks every job of a smoke run, which took over an hour on a busy 2-core machine.
 set -euo pipefail
 
 DIR=${SAE_SLURM_DIR:-/tmp/sae-slurm}
@@ -84,7 +85,7 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
-MinJobAge=3600
+MinJobAge=86400
 SlurmctldPort=6817
 SlurmdPort=6818
 StateSaveLocation=$DIR/state
