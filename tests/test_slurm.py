@@ -5,7 +5,8 @@ Needs a reachable SLURM controller (``sinfo``/``sbatch`` on PATH). ``tests/slurm
 apt) sets up a single-node one on this host and ``tests/slurm/stop.sh`` stops it; without one the
 test is skipped, unless ``SAE_REQUIRE_SLURM=1`` (CI) turns the skip into a failure. The CPU-only,
 accounting-free node needs a few command-line overrides; the profile itself stays the one users
-submit to real clusters with.
+submit to real clusters with. The checks read every job back with ``scontrol show job``, so the
+controller must keep finished jobs longer than the run takes (MinJobAge; start.sh sets a day).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def _find_cluster() -> Cluster | str:
 
 @pytest.fixture
 def slurm_cluster() -> Cluster:
+    """The reachable SLURM, or a skip (a failure under ``SAE_REQUIRE_SLURM=1``) naming what is missing."""
     found = _find_cluster()
     if isinstance(found, str):
         reason = f"{found}; `sudo bash tests/slurm/start.sh` starts a single-node SLURM on this host"
