@@ -12,7 +12,7 @@
 #
 # Without slurmdbd `sacct` fails, so Snakemake's SLURM plugin must poll with
 # `--slurm-status-command squeue`; MinJobAge keeps finished jobs visible to squeue and
-# `scontrol show job` for a day: the plugin needs a few minutes (>= 3600 s is its safe margin), the
+# `scontrol show job` for a day: the plugin needs them longer than its longest poll interval (180 s), the
 # test checks every job of a smoke run, which took over an hour on a busy 2-core machine.
 set -euo pipefail
 
