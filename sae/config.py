@@ -26,7 +26,8 @@ _SET_BY_WORKFLOW = ("image_size",)
 
 
 def _kind(default) -> tuple[type, ...] | None:
-    """The Python types a YAML value may have for a field whose default is ``default``."""
+    """The Python types a YAML value may have for a field whose default is ``default`` (None:
+    any)."""
     if isinstance(default, bool):
         return (bool,)
     if isinstance(default, int):
@@ -35,6 +36,10 @@ def _kind(default) -> tuple[type, ...] | None:
         return (int, float)
     if isinstance(default, (tuple, list)):
         return (list, tuple)
+    if isinstance(default, dict):
+        return (dict,)
+    if default is None:  # optional shapes such as ``anchors``: null or a list
+        return (list, tuple, type(None))
     return None
 
 
@@ -51,16 +56,11 @@ def _check_model(name: str, model: dict) -> None:
             )
         f = fields[option]
         if f.default is not dataclasses.MISSING:
-            default = f.default
+            kinds = _kind(f.default)
         elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
+            kinds = _kind(f.default_factory())
         else:
-            default = None
-        kinds = _kind(default)
-        if default is None:  # optional shapes such as ``anchors``: null or a list
-            kinds = (list, tuple, type(None))
-        elif isinstance(default, dict):
-            kinds = (dict,)
+            kinds = None
         if kinds is not None and (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))):
             want = " or ".join(k.__name__ for k in kinds)
             raise ConfigError(f"{key}.{option}", f"must be {want}, got {value!r}")

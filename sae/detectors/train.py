@@ -118,6 +118,8 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu"):
 
 
 def _first_line(exc: Exception, limit: int = 300) -> str:
+    """The exception's message on one line, cut at ``limit`` characters (a state-dict mismatch
+    lists every key)."""
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[:limit] + " …"
 
