@@ -5,6 +5,8 @@
 # Configuration keys are documented in config/README.md and validated before any job starts.
 from snakemake.utils import min_version, validate
 
+from sae.config import check_config
+
 min_version("8.0")
 
 
@@ -12,6 +14,7 @@ configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+check_config(config)  # what the schema cannot say: the victim is trained, detector options exist
 
 
 include: "workflow/rules/common.smk"

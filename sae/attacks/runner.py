@@ -38,7 +38,7 @@ from sae.attacks.semantic import (
     semantic_attack,
 )
 from sae.data.export import ExportItem, export
-from sae.data.vkitti import VKITTI2
+from sae.data.vkitti import VKITTI2, frame_path
 from sae.detectors.data import spread
 from sae.io import atomic_path, write_text
 from sae.render.renderer import render
@@ -59,8 +59,9 @@ def ir_frames(data: str | os.PathLike, limit: int | None = None) -> list[tuple[s
     out = []
     for i, (key, index, camera) in enumerate(reader.index):
         if not reader.has(key, "ir", camera, index):
+            expected = frame_path(reader.root, key.scene, key.variation, "ir", camera, index)
             raise FileNotFoundError(
-                f"{reader.file(key, 'ir', camera, index)}: missing — attacks need the IR of every frame "
+                f"{expected}: missing — attacks need the IR of every frame "
                 "(generate the data with `sae data generate` or de-render it with `sae data derender`)"
             )
         out.append((reader.name(i), key, index, camera, reader.file(key, "ir", camera, index)))
@@ -79,6 +80,8 @@ def _done(out: Path) -> dict[str, dict]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}:{number}: corrupt record ({exc}); delete the line to redo that example") from None
+        if not isinstance(row, dict) or not isinstance(row.get("name"), str):
+            raise ValueError(f"{path}:{number}: not an attack record (no 'name'); delete the line to redo that example")
         if (out / "theta" / f"{_slug(row['name'])}.npz").is_file():
             done[row["name"]] = row
     return done
@@ -178,8 +181,12 @@ def finish(out: Path, frames, config, size) -> dict:
     def items():
         for name, key, index, camera, ir_path in frames:
             scene = Scene.load(ir_path)
-            with np.load(out / "theta" / f"{_slug(name)}.npz", allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
+            theta_path = out / "theta" / f"{_slug(name)}.npz"
+            try:
+                with np.load(theta_path, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in z.files}
+            except Exception as exc:  # zipfile/numpy errors on a truncated or foreign file
+                raise ValueError(f"{theta_path}: unreadable θ file ({exc}); delete it to redo {name}") from exc
             if semantic:
                 theta = {k: torch.from_numpy(v).to(scene.dtype)[None] for k, v in arrays.items()}
                 yield ExportItem(key.scene, key.variation, index, editor.apply(scene, theta), camera=camera)

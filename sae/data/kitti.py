@@ -47,7 +47,7 @@ def read_label(path: Path) -> list[ObjectAnnotation]:
     path = Path(path)
     try:
         text = path.read_text()
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise FormatError(f"{path}: cannot read ({exc})") from exc
     out = []
     for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
@@ -93,12 +93,19 @@ def write_calib(path: Path, K: np.ndarray) -> None:
 
 def read_calib(path: Path) -> np.ndarray:
     """``K`` (3×3) from the ``P2`` line of a KITTI calib file."""
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path}: cannot read ({exc})") from exc
+    for number, line in enumerate(text.splitlines(), start=1):
         if line.startswith("P2:"):
             vals = line.split()[1:]
             if len(vals) != 12:
                 raise FormatError(f"{path}:{number}: P2 needs 12 values, got {len(vals)}")
-            return np.array([float(v) for v in vals]).reshape(3, 4)[:, :3]
+            try:
+                return np.array([float(v) for v in vals]).reshape(3, 4)[:, :3]
+            except ValueError as exc:
+                raise FormatError(f"{path}:{number}: {exc}") from None
     raise FormatError(f"{path}: no P2 line")
 
 
@@ -129,6 +136,12 @@ class KITTI:
         missing = sorted(set(images) - labels)
         if missing:
             raise FormatError(f"{self.label_dir}: no label for image(s) {missing[:5]}")
+        orphans = sorted(labels - set(images))
+        if orphans:
+            raise FormatError(
+                f"{self.image_dir}: no image for label(s) {orphans[:5]} "
+                f"({len(images)} images, {len(labels)} labels in {self.label_dir})"
+            )
         self.names = sorted(images)
         self._images = images
         self.default_K = default_K

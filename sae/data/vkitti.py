@@ -114,7 +114,7 @@ def read_table(path: Path, kind: str) -> list[tuple[int, list[str]]]:
     """Rows of a ``textgt`` table as ``(line number, fields)``; checks the header and widths."""
     try:
         text = path.read_text()
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise FormatError(f"{path}: cannot read ({exc})") from exc
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if not lines or lines[0].strip() != HEADERS[kind]:
@@ -405,7 +405,7 @@ class VKITTI2:
         ext_path, ext_rows = self._table(key, "extrinsic")
         extrinsic = None
         for line, r in ext_rows:
-            if int(r[0]) == index and int(r[1]) == camera:
+            if _num(ext_path, line, r[0], int) == index and _num(ext_path, line, r[1], int) == camera:
                 extrinsic = np.array([_num(ext_path, line, v) for v in r[2:]], dtype=np.float64).reshape(4, 4)
         rgb_path = self.file(key, "rgb", camera, index)
         rgb = _read_image(rgb_path, "RGB")
@@ -457,8 +457,8 @@ class VKITTI2:
         info = self.info(key)
         bpath, brows = self._table(key, "bbox")
         ppath, prows = self._table(key, "pose")
-        boxes = {(int(r[0]), int(r[1]), int(r[2])): (line, r) for line, r in brows}
-        poses = {(int(r[0]), int(r[1]), int(r[2])): (line, r) for line, r in prows}
+        boxes = {tuple(_num(bpath, line, v, int) for v in r[:3]): (line, r) for line, r in brows}
+        poses = {tuple(_num(ppath, line, v, int) for v in r[:3]): (line, r) for line, r in prows}
         if set(boxes) != set(poses):
             extra = sorted(set(boxes) ^ set(poses))[:3]
             raise FormatError(f"{bpath} and {ppath}: rows differ, e.g. (frame, camera, track) {extra}")
@@ -508,7 +508,7 @@ class VKITTI2:
                 for f in frames:
                     self.file(key, "rgb", camera, f)
             bpath, brows = self._table(key, "bbox")
-            bad = sorted({int(r[0]) for _, r in brows} - set(frames))
+            bad = sorted({_num(bpath, line, r[0], int) for line, r in brows} - set(frames))
             if bad:
                 raise FormatError(f"{bpath}: frames {bad[:5]} have boxes but no intrinsic.txt row")
 

@@ -98,12 +98,38 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu"):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # pickled objects are refused by weights_only=True; truncated zips
         raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
-    cfg = TrainConfig(**json.loads(state["config"]))
-    model = build_detector(cfg.detector, cfg.size, cfg.model).to(device)
-    model.load_state_dict(state["model"])
+    if not isinstance(state, dict) or not {"model", "config", "step"} <= set(state):
+        got = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path}: not a sae checkpoint (expected 'model', 'config' and 'step' entries, got {got})")
+    try:
+        cfg = TrainConfig(**json.loads(state["config"]))
+        model = build_detector(cfg.detector, cfg.size, cfg.model).to(device)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: the checkpoint's training config cannot be used ({exc})") from exc
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"{path}: the weights do not fit the {cfg.detector} its config describes ({_first_line(exc)})"
+        ) from exc
     return model, state
+
+
+def _first_line(exc: Exception, limit: int = 300) -> str:
+    """The exception's message on one line, cut at ``limit`` characters (a state-dict mismatch
+    lists every key)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + " …"
+
+
+def _load_weights(model, source, path: Path, what: str) -> None:
+    """``model.load_state_dict(source.state_dict())``, or a ``ValueError`` naming ``path``."""
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: {what} does not fit this run's model ({_first_line(exc)})") from exc
 
 
 class _Mixture:
@@ -141,7 +167,7 @@ def train(config: TrainConfig, out: str | os.PathLike, progress: bool = True) ->
     model = build_detector(config.detector, config.size, config.model).to(device)
     if config.init:
         init_model, _ = load_checkpoint(config.init, str(device))
-        model.load_state_dict(init_model.state_dict())
+        _load_weights(model, init_model, Path(config.init), f"the initial checkpoint's {type(init_model).__name__}")
     params_decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     params_other = [p for n, p in model.named_parameters() if p.ndim <= 1]
     groups = [
@@ -160,8 +186,11 @@ def train(config: TrainConfig, out: str | os.PathLike, progress: bool = True) ->
         (out / "train_log.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
     else:  # resume
         resumed, state = load_checkpoint(last, str(device))
-        model.load_state_dict(resumed.state_dict())
-        optimizer.load_state_dict(state["optimizer"])
+        _load_weights(model, resumed, last, f"the checkpoint to resume from ({type(resumed).__name__})")
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"{last}: its optimizer state does not fit this run ({_first_line(exc)})") from exc
         start = int(state["step"])
     min_h = config.min_box_height * config.size[0] / 375
     datasets = [DetectionDataset(p, config.size, rerender=config.rerender, min_height=min_h) for p, _ in config.data]

@@ -3,6 +3,7 @@
 Stages, each a small function with one job (PyTorch3D's rasteriser → shader → compositor
 shape), passing named tensors:
 
+0. the weather and foliage codes clamped to their ranges (:func:`feasible_codes`);
 1. background: foliage re-texturing and clouds on their semantic regions, then the light's gain;
 2. geometry: pose the templates (FFD, scale, yaw, location) and project them;
 3. rasterisation: hard z-buffer per face screen box against the background depth (no grad);
@@ -28,7 +29,7 @@ from sae.render.antialias import antialias
 from sae.render.geometry import face_albedo, pack_meshes, pose_vertices, project
 from sae.render.raster import NEAR_PLANE, Fragments, depth_planes, interpolate_depth, rasterize
 from sae.render.shading import Lighting, face_normals, lighting, shade_faces
-from sae.scene.ir import FOLIAGE_CLASSES, SEM, Scene
+from sae.scene.ir import FOLIAGE_CLASSES, FOLIAGE_RANGE, SEM, WEATHER_RANGE, Scene
 
 
 @dataclass
@@ -104,6 +105,25 @@ def shade_background(scene: Scene, light: Lighting) -> torch.Tensor:
     return flat.reshape(b, h * w, 3) * light.bg_gain.unsqueeze(1)
 
 
+def feasible_codes(scene: Scene) -> Scene:
+    """The scene with its weather ``(B, 4)`` and foliage ``(B, 4)`` codes clamped to their ranges
+    (:data:`~sae.scene.ir.WEATHER_RANGE`, :data:`~sae.scene.ir.FOLIAGE_RANGE`).
+
+    The renderer draws a code only inside its range: a negative fog density would make the
+    transmittance ``exp(−β·fog·depth)`` overflow at the sky's 655 m, and a code outside its range
+    has no physical meaning. Values inside the ranges pass unchanged, bit for bit, with gradient 1
+    (boundaries included, so an attack can leave clear weather); outside, the gradient is zero —
+    Π keeps attacks inside anyway.
+    """
+    out = {}
+    for name, ranges in (("weather", WEATHER_RANGE), ("foliage", FOLIAGE_RANGE)):
+        code = getattr(scene, name)
+        lo = torch.tensor([r[0] for r in ranges], dtype=code.dtype, device=code.device)
+        hi = torch.tensor([r[1] for r in ranges], dtype=code.dtype, device=code.device)
+        out[name] = torch.clamp(code, lo, hi)
+    return scene.replace(**out)
+
+
 class TorchRenderer:
     """The pure-PyTorch deferred renderer (CPU and CUDA, float32 and float64)."""
 
@@ -111,6 +131,7 @@ class TorchRenderer:
 
     def __call__(self, scene: Scene) -> RenderOutput:
         b, h, w, n = scene.batch_size, scene.height, scene.width, scene.max_objects
+        scene = feasible_codes(scene)
         light = lighting(scene.weather, scene.sun_azimuth)
         background = shade_background(scene, light)
 
