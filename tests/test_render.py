@@ -152,3 +152,37 @@ def test_cuda_matches_cpu(small_scene):
     theta = editor.zero_theta(small_scene.to("cuda"), requires_grad=True)
     render(editor.apply(small_scene.to("cuda"), theta)).image.sum().backward()
     assert all(t.grad is not None for t in theta.values())
+
+
+def test_a_deformed_flat_group_keeps_one_shading_normal(half_scene):
+    """Under FFD the faces of a flat group bend apart, but they are shaded with one normal (so a
+    quad's diagonal never becomes a colour edge); a rigid pose changes nothing."""
+    from sae.render.geometry import pack_meshes, pose_vertices
+    from sae.render.shading import face_normals, group_normals
+    from sae.scene import editor
+
+    s = half_scene
+    packed = pack_meshes(s)
+    theta = editor.zero_theta(s, ["mesh"])
+    theta["mesh"] = 0.02 * torch.randn(theta["mesh"].shape, generator=torch.Generator().manual_seed(0), dtype=s.dtype)
+    bent = editor.apply(s, theta)
+    for scene, flat in ((s, True), (bent, False)):
+        verts = pose_vertices(scene, packed)
+        own = face_normals(verts, packed.faces)
+        shared = group_normals(verts, packed.faces, packed.face_group, packed.num_groups)
+        assert torch.allclose(shared.norm(dim=1), torch.ones(len(shared), dtype=s.dtype))
+        first = torch.full((packed.num_groups,), -1, dtype=torch.int64).scatter_reduce(
+            0, packed.face_group, torch.arange(len(shared)), "amax"
+        )
+        assert torch.equal(shared, shared[first[packed.face_group]])  # one normal per group
+        spread = (own - shared).norm(dim=1).max().item()
+        if flat:
+            assert spread < 1e-9
+        else:
+            assert spread > 1e-4  # the deformation really bent some group
+    single = torch.bincount(packed.face_group, minlength=packed.num_groups)[packed.face_group] == 1
+    verts = pose_vertices(bent, packed)
+    assert torch.equal(
+        group_normals(verts, packed.faces, packed.face_group, packed.num_groups)[single],
+        face_normals(verts, packed.faces)[single],
+    )

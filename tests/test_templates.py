@@ -53,3 +53,42 @@ def test_ffd_weights_are_a_partition_of_unity_with_linear_precision():
     # Bernstein polynomials reproduce linear functions: the rest lattice maps every point to itself.
     assert np.allclose(w @ control_grid(), verts)
     assert bottom_layer_mask().sum() == LATTICE[0] * LATTICE[2]
+
+
+@pytest.mark.parametrize("index", range(len(templates())))
+def test_flat_groups_are_the_maximal_flat_surfaces_of_one_material(index):
+    from sae.render.geometry import face_neighbours, flat_groups
+
+    t = templates()[index]
+    nbr = face_neighbours(t.faces)
+    groups = flat_groups(t.vertices, t.faces, t.materials, nbr)
+    assert groups.shape == (len(t.faces),) and groups.min() == 0
+    assert set(np.unique(groups)) == set(range(groups.max() + 1))
+    tri = t.vertices[t.faces]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    for g in range(groups.max() + 1):
+        members = np.flatnonzero(groups == g)
+        assert len(set(t.materials[members].tolist())) == 1
+        assert np.allclose(n[members], n[members[0]], atol=1e-6)  # one plane, one orientation
+        offsets = np.einsum("ij,ij->i", tri[members, 0], np.broadcast_to(n[members[0]], (len(members), 3)))
+        assert np.ptp(offsets) < 1e-9
+    # maximal: neighbours in one plane with one material are never split
+    f, k = np.nonzero(nbr >= 0)
+    other = nbr[f, k]
+    joinable = (t.materials[f] == t.materials[other]) & (np.einsum("ij,ij->i", n[f], n[other]) > 1 - 1e-9)
+    assert (groups[f][joinable] == groups[other][joinable]).all()
+    assert (groups[f][~joinable] != groups[other][~joinable]).all()
+    # every quad of a lofted strip is one group of two triangles at least: fewer groups than faces
+    assert groups.max() + 1 < len(t.faces)
+
+
+def test_a_car_wheel_cap_is_one_group():
+    from sae.render.geometry import face_neighbours, flat_groups
+
+    t = templates()[CAR_TEMPLATES[0]]
+    groups = flat_groups(t.vertices, t.faces, t.materials, face_neighbours(t.faces))
+    rim = np.flatnonzero(t.materials == Material.RIM)
+    # 4 wheels × 2 caps, each a fan of 12 triangles
+    assert len(rim) == 4 * 2 * 12
+    assert len(np.unique(groups[rim])) == 8

@@ -31,6 +31,9 @@ class PackedMeshes:
         face_material: ``(Ft,)`` :class:`~sae.scene.templates.Material` id.
         face_neighbours: ``(Ft, 3)`` packed id of the face across edge ``k`` (vertices ``k`` and
             ``k + 1``), -1 on an open boundary.
+        face_group: ``(Ft,)`` packed id of the face's flat surface (:func:`flat_groups`): faces
+            of one group are shaded with one normal, so they keep one colour under deformation.
+        num_groups: number of groups in the batch (``face_group.max() + 1``).
     """
 
     vert_local: torch.Tensor
@@ -40,6 +43,8 @@ class PackedMeshes:
     face_obj: torch.Tensor
     face_material: torch.Tensor
     face_neighbours: torch.Tensor
+    face_group: torch.Tensor
+    num_groups: int
 
     @property
     def num_faces(self) -> int:
@@ -60,8 +65,8 @@ def pack_meshes(scene: Scene) -> PackedMeshes:
         return hit
     all_t = templates()
     n_slots = tmpl.shape[1]
-    verts, vobj, weights, faces, fobj, fmat, fnbr = [], [], [], [], [], [], []
-    offset = face_offset = 0
+    verts, vobj, weights, faces, fobj, fmat, fnbr, fgrp = [], [], [], [], [], [], [], []
+    offset = face_offset = group_offset = 0
     for flat in np.flatnonzero(valid.reshape(-1)):
         t = all_t[int(tmpl.reshape(-1)[flat])] if 0 <= tmpl.reshape(-1)[flat] < len(all_t) else None
         if t is None:
@@ -69,14 +74,16 @@ def pack_meshes(scene: Scene) -> PackedMeshes:
             raise ValueError(f"Scene.obj_template[{b}, {n}] = {tmpl[b, n]} is not a template id (0..{len(all_t) - 1})")
         verts.append(t.vertices)
         vobj.append(np.full(len(t.vertices), flat))
-        weights.append(_template_tables(t.name)[0])
+        ffd_w, nbr, groups = _template_tables(t.name)
+        weights.append(ffd_w)
         faces.append(t.faces + offset)
         fobj.append(np.full(len(t.faces), flat))
         fmat.append(t.materials)
-        nbr = _template_tables(t.name)[1]
         fnbr.append(np.where(nbr >= 0, nbr + face_offset, -1))
+        fgrp.append(groups + group_offset)
         offset += len(t.vertices)
         face_offset += len(t.faces)
+        group_offset += int(groups.max()) + 1
     dev, dt = scene.device, scene.dtype
     if not verts:
         empty_f = torch.zeros(0, dtype=dt, device=dev)
@@ -89,6 +96,8 @@ def pack_meshes(scene: Scene) -> PackedMeshes:
             empty_i,
             empty_i,
             empty_i.reshape(0, 3),
+            empty_i,
+            0,
         )
     else:
         packed = PackedMeshes(
@@ -99,6 +108,8 @@ def pack_meshes(scene: Scene) -> PackedMeshes:
             face_obj=torch.as_tensor(np.concatenate(fobj), dtype=torch.int64, device=dev),
             face_material=torch.as_tensor(np.concatenate(fmat), dtype=torch.int64, device=dev),
             face_neighbours=torch.as_tensor(np.concatenate(fnbr), dtype=torch.int64, device=dev),
+            face_group=torch.as_tensor(np.concatenate(fgrp), dtype=torch.int64, device=dev),
+            num_groups=group_offset,
         )
     if len(_PACK_CACHE) > 64:
         _PACK_CACHE.clear()
@@ -107,10 +118,12 @@ def pack_meshes(scene: Scene) -> PackedMeshes:
 
 
 @cache
-def _template_tables(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A template's FFD weights ``(V, P)`` and face neighbours ``(F, 3)``, computed once."""
+def _template_tables(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A template's FFD weights ``(V, P)``, face neighbours ``(F, 3)`` and flat groups ``(F,)``,
+    computed once."""
     t = next(t for t in templates() if t.name == name)
-    return ffd_weights(t.vertices), face_neighbours(t.faces)
+    nbr = face_neighbours(t.faces)
+    return ffd_weights(t.vertices), nbr, flat_groups(t.vertices, t.faces, t.materials, nbr)
 
 
 def face_neighbours(faces: np.ndarray) -> np.ndarray:
@@ -125,6 +138,40 @@ def face_neighbours(faces: np.ndarray) -> np.ndarray:
         for k in range(3):
             out[f, k] = owner.get((tri[(k + 1) % 3], tri[k]), -1)
     return out
+
+
+#: Two unit face normals closer than this (1 − cos of the angle) count as one plane.
+_COPLANAR = 1e-9
+
+
+def flat_groups(vertices: np.ndarray, faces: np.ndarray, materials: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """``(F,)`` group id (0 .. G−1) of each face: the connected flat surfaces of one material.
+
+    Two faces sharing an edge are in one group when they have the same material and lie in one
+    plane in the template (a quad's two triangles, a wheel cap's fan, the panels of a flat car
+    side). Coplanarity is kept by the scene's scaling, yaw and translation, so a rigidly posed
+    group stays flat; only the FFD bends it. Shading a group with one normal keeps its faces
+    one colour under a deformation too, so the edges inside it never become colour edges.
+    """
+    tri = vertices[faces]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    n = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
+    parent = np.arange(len(faces))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for f, g in zip(*np.nonzero(neighbours >= 0), strict=True):
+        other = neighbours[f, g]
+        if materials[f] == materials[other] and 1.0 - float(n[f] @ n[other]) <= _COPLANAR:
+            a, b = root(int(f)), root(int(other))
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    roots = np.array([root(i) for i in range(len(faces))], dtype=np.int64)
+    return np.unique(roots, return_inverse=True)[1].astype(np.int64)
 
 
 def rotation_y(angle: torch.Tensor) -> torch.Tensor:

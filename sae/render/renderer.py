@@ -7,7 +7,7 @@ shape), passing named tensors:
 1. background: foliage re-texturing and clouds on their semantic regions, then the light's gain;
 2. geometry: pose the templates (FFD, scale, yaw, location) and project them;
 3. rasterisation: hard z-buffer per face screen box against the background depth (no grad);
-4. shading: flat Lambert + ambient from the weather's sun, per face;
+4. shading: flat Lambert + ambient from the weather's sun, one normal per flat group of faces;
 5. compositing: objects over the background, depth likewise;
 6. fog from the composited depth;
 7. anti-aliasing along edges (positions' gradients), then clamp to [0, 1].
@@ -28,7 +28,7 @@ from sae.render import effects
 from sae.render.antialias import antialias
 from sae.render.geometry import face_albedo, pack_meshes, pose_vertices, project
 from sae.render.raster import NEAR_PLANE, Fragments, depth_planes, interpolate_depth, rasterize
-from sae.render.shading import Lighting, face_normals, lighting, shade_faces
+from sae.render.shading import Lighting, face_normals, group_normals, lighting, shade_faces
 from sae.scene.ir import FOLIAGE_CLASSES, FOLIAGE_RANGE, SEM, WEATHER_RANGE, Scene
 
 
@@ -147,7 +147,8 @@ class TorchRenderer:
             front = ((normals * centroid).sum(dim=1) < 0) & (screen[:, 2][faces].min(dim=1).values > NEAR_PLANE)
         frags = rasterize(screen.detach(), faces, face_batch, front, scene.bg_depth)
 
-        colors = shade_faces(face_albedo(scene, packed), normals, face_batch, light)
+        shading_normals = group_normals(verts, faces, packed.face_group, packed.num_groups)
+        colors = shade_faces(face_albedo(scene, packed), shading_normals, face_batch, light)
         planes = depth_planes(screen, faces)
         z = interpolate_depth(planes, frags, w, h)
         image = background.reshape(-1, 3).index_copy(0, frags.pixels, colors[frags.pixel_faces])

@@ -72,6 +72,17 @@ def face_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return n / n.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+def group_normals(verts: torch.Tensor, faces: torch.Tensor, face_group: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Unit normal ``(F, 3)`` of each face's flat group: the area-weighted mean of the group's
+    face normals (:func:`~sae.render.geometry.flat_groups`), equal to the face's own normal for a
+    group of one face and, up to rounding, for a group that is still flat."""
+    tri = verts[faces]
+    n = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=1)  # 2 · area · normal
+    total = torch.zeros(num_groups, 3, dtype=n.dtype, device=n.device).index_add(0, face_group, n)
+    total = total / total.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return total[face_group]
+
+
 #: Half-width of the smoothed terminator: ``n·l`` within it gets a quadratic ramp instead of
 #: the kink of ``max(0, n·l)``, so that a face turning towards the sun brightens with a continuous
 #: derivative (a large face sitting at the kink would otherwise make a geometric gradient jump).
