@@ -48,6 +48,11 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 _TEMPORARY = re.compile(r".+[a-z0-9_]{8}\.tmp")
 
 
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is named as :func:`atomic_path` names its temporaries."""
+    return bool(_TEMPORARY.fullmatch(Path(path).name))
+
+
 def remove_stale_temporaries(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
     """Delete the temporaries that writers killed inside :func:`atomic_path` left under ``root``
     (SIGKILL skips its cleanup); returns them. Call it only on a folder that no other process is
@@ -55,11 +60,7 @@ def remove_stale_temporaries(root: str | os.PathLike, recursive: bool = True) ->
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [
-        p
-        for p in (root.rglob("*.tmp") if recursive else root.glob("*.tmp"))
-        if p.is_file() and _TEMPORARY.fullmatch(p.name)
-    ]
+    found = [p for p in (root.rglob("*.tmp") if recursive else root.glob("*.tmp")) if p.is_file() and is_temporary(p)]
     for p in found:
         p.unlink(missing_ok=True)
     return found
