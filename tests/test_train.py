@@ -134,17 +134,23 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(data, tmp_path
 def test_a_checkpoint_of_another_configuration_is_not_resumed(data, tmp_path, monkeypatch, capsys):
     from sae.detectors import squeezedet
 
+    dropout = {"width": 0.25, "dropout": 0.3}  # so that training draws from torch's global stream
     original = _interrupt_at(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
-        train(_config(data), tmp_path / "run", progress=False)
+        train(_config(data, model=dropout), tmp_path / "run", progress=False)
     (tmp_path / "run" / "last.pt.q1w2e3r4.tmp").write_bytes(b"half a checkpoint")  # a killed save
     monkeypatch.setattr(squeezedet.SqueezeDet, "loss", original)
-    train(_config(data, lr=0.001), tmp_path / "run", progress=False)
+    other = _config(data, lr=0.001, model=dropout)
+    restarted = train(other, tmp_path / "run", progress=False)
     assert "is from another configuration; training from the start" in capsys.readouterr().err
     assert (tmp_path / "run" / "last.pt.stale").is_file()
     assert not list((tmp_path / "run").glob("*.tmp"))
     timing = json.loads((tmp_path / "run" / "train_time.json").read_text())
     assert timing["resumed_from"] == 0 and timing["steps"] == 4
+    # reading the stale checkpoint drew no random number: the run is a fresh run's twin
+    fresh = train(other, tmp_path / "fresh", progress=False)
+    a, b = torch.load(restarted, weights_only=True)["model"], torch.load(fresh, weights_only=True)["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
 
 
 def test_train_and_eval_cli(data, tmp_path, capsys):

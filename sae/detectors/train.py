@@ -98,15 +98,21 @@ def save_checkpoint(
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike, device: str = "cpu"):
-    """``(model, state)`` from a checkpoint (``weights_only=True``); errors name the file."""
+def read_state(path: str | os.PathLike, device: str = "cpu") -> dict:
+    """The state dictionary a checkpoint holds (``weights_only=True``; no model is built, so no
+    random number is drawn); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        return torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:
         raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu"):
+    """``(model, state)`` from a checkpoint (``weights_only=True``); errors name the file."""
+    state = read_state(path, device)
     cfg = TrainConfig(**json.loads(state["config"]))
     model = build_detector(cfg.detector, cfg.size, cfg.model).to(device)
     model.load_state_dict(state["model"])
@@ -253,7 +259,7 @@ def _resumable(last: Path, config: TrainConfig) -> dict | None:
     (then it is set aside as ``last.pt.stale`` with a warning), or it predates stored random states."""
     if not last.is_file():
         return None
-    _, state = load_checkpoint(last)
+    state = read_state(last)
     mine = json.loads(json.dumps(dataclasses.asdict(config)))
     if json.loads(state["config"]) != mine or not state.get("rng"):
         why = "another configuration" if json.loads(state["config"]) != mine else "no random states"
