@@ -61,6 +61,18 @@ def _parse_data(items: list[str]) -> list[tuple[str, float]]:
     return out
 
 
+def deterministic_on_cpu(device: str) -> None:
+    """On CPU, use PyTorch's deterministic kernels. Without them the backward pass of advanced
+    indexing (the renderer's per-pixel gathers of θ, the detectors' target gathers) adds float32
+    gradients from two threads with atomic adds, so the last bits of a gradient change from run
+    to run and a sign-gradient step can flip where a gradient is near zero. The serial kernel
+    costs little at these sizes. CUDA runs are left as they are (see README.md)."""
+    import torch
+
+    if torch.device(device).type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import json
 
@@ -85,6 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
     )
+    deterministic_on_cpu(args.device)
     print(f"wrote {train(cfg, args.out)}")
     return 0
 
@@ -266,6 +279,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
             terms=terms,
             seed=args.seed,
         )
+    deterministic_on_cpu(args.device)
     model, state = load_checkpoint(args.checkpoint, args.device)
     size = tuple(json.loads(state["config"])["size"])
     summary = attack_split(

@@ -366,3 +366,42 @@ def test_spread_covers_the_split_evenly():
     assert spread(7, 1) == [0]
     with pytest.raises(ValueError, match="limit"):
         spread(7, 0)
+
+
+def test_a_resumed_random_search_draws_what_an_uninterrupted_one_does(smoke_data, checkpoint, tmp_path, capsys):
+    """Each batch's random stream depends on the seed and its examples only: a run resumed after
+    its first batch (the state a kill between two batches leaves: that batch's record and θ)
+    redoes nothing and finds the same θ for the rest as a run that was never stopped."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    from sae.attacks.runner import RECORDS, _slug, attack_split
+    from sae.attacks.semantic import SemanticConfig
+    from sae.detectors.train import load_checkpoint
+
+    model, state = load_checkpoint(checkpoint)
+    size = tuple(json.loads(state["config"])["size"])
+    config = SemanticConfig(combo="color+translate", method="random", steps=3, seed=5)
+    data = smoke_data / "eval" / "vkitti2"
+    whole = tmp_path / "whole"
+    attack_split(model, data, whole, config, size, batch_size=1, limit=2, progress=False)
+    rows = (whole / RECORDS).read_text().splitlines()
+    names = [json.loads(r)["name"] for r in rows]
+    assert len(names) == 2
+    cut = tmp_path / "cut"
+    (cut / "theta").mkdir(parents=True)
+    (cut / RECORDS).write_text(rows[0] + "\n")
+    shutil.copy(whole / "theta" / f"{_slug(names[0])}.npz", cut / "theta")
+    (cut / "theta" / f"{_slug(names[1])}.npzabcd1234.tmp").write_bytes(b"half")  # a killed write
+    capsys.readouterr()
+    attack_split(model, data, cut, config, size, batch_size=1, limit=2, progress=False)
+    assert "resuming: 1 of 2 examples already in" in capsys.readouterr().err
+    resumed = (cut / RECORDS).read_text().splitlines()
+    assert resumed[0] == rows[0]  # the finished example was not redone (its timings would differ)
+    for name in names:
+        with np.load(whole / "theta" / f"{_slug(name)}.npz") as a, np.load(cut / "theta" / f"{_slug(name)}.npz") as b:
+            assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files), name
+    assert json.loads(resumed[1])["trace"] == json.loads(rows[1])["trace"]
+    assert not list(cut.rglob("*.tmp"))

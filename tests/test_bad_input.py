@@ -484,21 +484,8 @@ def test_checkpoints_that_are_not_this_detector_are_named(work, capsys):
     assert not (work / "tuned" / "final.pt").exists()
 
 
-@pytest.mark.parametrize("resume", ["truncated", "another architecture"])
-def test_a_failing_train_resume_names_the_checkpoint_and_keeps_it(work, capsys, resume):
-    out = work / "run"
-    out.mkdir()
-    last = out / "last.pt"
-    if resume == "truncated":
-        shutil.copy(work / "squeezedet.pt", last)
-        _truncate(last)
-        why = "not a readable checkpoint"
-    else:
-        shutil.copy(work / "yolov3.pt", last)
-        why = "the checkpoint to resume from (YOLOv3) does not fit"
-    (out / "train_log.jsonl").write_text('{"step": 1, "total": 3.0}\n{"step": 2, "total": 2.5}\n')
-    before = _snapshot(out)
-    rc, err = _sae(
+def _train_into(capsys, work, out):
+    return _sae(
         capsys,
         "train",
         "--data",
@@ -514,5 +501,29 @@ def test_a_failing_train_resume_names_the_checkpoint_and_keeps_it(work, capsys, 
         "--model",
         '{"width": 0.125, "dropout": 0.0}',
     )
-    assert rc == 2 and f"{last}: {why}" in err, err
+
+
+def test_a_failing_train_resume_names_the_checkpoint_and_keeps_it(work, capsys):
+    out = work / "run"
+    out.mkdir()
+    last = out / "last.pt"
+    shutil.copy(work / "squeezedet.pt", last)
+    _truncate(last)
+    (out / "train_log.jsonl").write_text('{"step": 1, "total": 3.0}\n{"step": 2, "total": 2.5}\n')
+    before = _snapshot(out)
+    rc, err = _train_into(capsys, work, out)
+    assert rc == 2 and f"{last}: not a readable checkpoint" in err, err
     assert _snapshot(out) == before
+
+
+def test_a_checkpoint_of_another_run_is_set_aside_not_resumed_or_lost(work, capsys):
+    """A last.pt left by a run of another configuration (here another architecture) is not
+    resumed: it is kept as last.pt.stale, with a warning naming it, and training starts afresh."""
+    out = work / "run"
+    out.mkdir()
+    last = out / "last.pt"
+    shutil.copy(work / "yolov3.pt", last)
+    kept = last.read_bytes()
+    rc, err = _train_into(capsys, work, out)
+    assert rc == 0 and f"warning: {last} is from another configuration" in err, err
+    assert (out / "last.pt.stale").read_bytes() == kept and (out / "final.pt").is_file()

@@ -59,10 +59,11 @@ def test_interrupted_run_resumes_to_the_same_bytes(smoke_data, tmp_path):
     victim = d / "finetune" / "vkitti2" / "Scene01" / "fog" / "frames" / "rgb" / "Camera_0" / "rgb_00001.jpg"
     victim.unlink()
     (d / ".parts" / "finetune" / "Scene01" / "fog" / "00001.json").unlink()
-    (victim.parent / "rgb_00001.jpg.tmp123").write_bytes(b"partial")
+    stale = victim.parent / "rgb_00001.jpgk3j4h5g6.tmp"  # named as sae.io.atomic_path names them
+    stale.write_bytes(b"partial")
     (d / "finetune" / "vkitti2" / "Scene01" / "fog" / "bbox.txt").unlink()
     generate(d, "smoke", seed=7, workers=1, progress=False)
-    (victim.parent / "rgb_00001.jpg.tmp123").unlink()
+    assert not stale.exists()  # a killed writer's temporary is swept
     assert _digest(d) == _digest(out)
 
 

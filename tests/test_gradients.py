@@ -13,6 +13,7 @@ import pytest
 import torch
 from scenes import one_object_scene
 
+from sae.data.street import street_scene
 from sae.render.geometry import pack_meshes, pose_vertices, project
 from sae.render.renderer import render
 from sae.scene import editor
@@ -166,3 +167,28 @@ def test_soft_terminator_is_c1_and_exact_away_from_the_kink():
     assert torch.equal(y.detach()[far], x.detach().clamp_min(0.0)[far])
     assert (g[1:] - g[:-1]).abs().max() < 0.01  # no jump in the derivative
     assert 0.0 <= g.min() and g.max() <= 1.0
+
+
+def test_gradients_repeat_bit_for_bit_on_cpu_in_deterministic_mode():
+    """Two backward passes through the renderer give the same bits once the CLI's
+    :func:`sae.cli.deterministic_on_cpu` is on (float32, two threads: the backward of the
+    renderer's gathers otherwise adds with atomics, and the last bits wander)."""
+    from sae.cli import deterministic_on_cpu
+
+    scene = Scene.cat([street_scene(seed=s, height=94, width=310) for s in (1, 2)])
+
+    def grads():
+        theta = editor.zero_theta(scene, ["foliage", "color", "translate"], requires_grad=True)
+        render(editor.apply(scene, theta)).image.pow(2).mean().backward()
+        return [theta[k].grad.clone() for k in sorted(theta)]
+
+    before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        deterministic_on_cpu("cpu")
+        first = grads()
+        for _ in range(4):
+            assert all(torch.equal(a, b) for a, b in zip(first, grads(), strict=True))
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.set_num_threads(before[1])

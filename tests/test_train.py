@@ -87,6 +87,72 @@ def test_checkpoints_resume_and_load_weights_only(data, tmp_path, monkeypatch):
     assert len(preds) == len(targets) == 4
 
 
+def _interrupt_at(monkeypatch, call: int):
+    """Make SqueezeDet's ``call``-th loss evaluation raise (a crash in the middle of a step)."""
+    from sae.detectors import squeezedet
+
+    calls = {"n": 0}
+    original = squeezedet.SqueezeDet.loss
+
+    def flaky(self, raw, targets):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt("simulated interruption")
+        return original(self, raw, targets)
+
+    monkeypatch.setattr(squeezedet.SqueezeDet, "loss", flaky)
+    return original
+
+
+def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(data, tmp_path, monkeypatch):
+    """Resuming from ``last.pt`` restores weights, optimizer moments and every random stream
+    (the sampler's, dropout's), so the result does not depend on where the run was stopped."""
+    from sae.detectors import squeezedet
+
+    cfg = _config(data, iterations=6, checkpoint_every=2, model={"width": 0.25, "dropout": 0.3}, optimizer="adam")
+    whole = train(cfg, tmp_path / "whole", progress=False)
+    original = _interrupt_at(monkeypatch, 6)  # during step 6, after the checkpoint at step 4
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", progress=False)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")[1]["step"] == 4
+    # what a kill between the log's flush and the checkpoint leaves: a row past the checkpoint
+    log = tmp_path / "cut" / "train_log.jsonl"
+    log.write_text(log.read_text() + json.dumps({"step": 5, "total": 0.0}) + "\n")
+    monkeypatch.setattr(squeezedet.SqueezeDet, "loss", original)
+    resumed = train(cfg, tmp_path / "cut", progress=False)
+    a, b = torch.load(whole, weights_only=True), torch.load(resumed, weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows == [json.loads(line) for line in (tmp_path / "whole" / "train_log.jsonl").read_text().splitlines()]
+    timing = json.loads((tmp_path / "cut" / "train_time.json").read_text())
+    assert timing["resumed_from"] == 4 and timing["steps"] == 2
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(data, tmp_path, monkeypatch, capsys):
+    from sae.detectors import squeezedet
+
+    dropout = {"width": 0.25, "dropout": 0.3}  # so that training draws from torch's global stream
+    original = _interrupt_at(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(data, model=dropout), tmp_path / "run", progress=False)
+    (tmp_path / "run" / "last.pt.q1w2e3r4.tmp").write_bytes(b"half a checkpoint")  # a killed save
+    monkeypatch.setattr(squeezedet.SqueezeDet, "loss", original)
+    other = _config(data, lr=0.001, model=dropout)
+    restarted = train(other, tmp_path / "run", progress=False)
+    assert "is from another configuration; training from the start" in capsys.readouterr().err
+    assert (tmp_path / "run" / "last.pt.stale").is_file()
+    assert not list((tmp_path / "run").glob("*.tmp"))
+    timing = json.loads((tmp_path / "run" / "train_time.json").read_text())
+    assert timing["resumed_from"] == 0 and timing["steps"] == 4
+    # reading the stale checkpoint drew no random number: the run is a fresh run's twin
+    fresh = train(other, tmp_path / "fresh", progress=False)
+    a, b = torch.load(restarted, weights_only=True)["model"], torch.load(fresh, weights_only=True)["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+
+
 def test_train_and_eval_cli(data, tmp_path, capsys):
     from sae.cli import main
 

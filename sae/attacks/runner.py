@@ -15,13 +15,18 @@ framework can use it. Beside it:
 
 Finished examples are not redone: each batch's records and θ are written atomically before the
 next batch starts, and a rerun skips them; the data set is (re)written from them at the end.
+Each batch draws its random numbers (random search, PGD's random start) from a stream seeded by
+the attack's seed and the batch's example names, so a resumed run finds what an uninterrupted
+one would have.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -40,7 +45,7 @@ from sae.attacks.semantic import (
 from sae.data.export import ExportItem, export
 from sae.data.vkitti import VKITTI2, frame_path
 from sae.detectors.data import spread
-from sae.io import atomic_path, write_text
+from sae.io import atomic_path, remove_stale_temporaries, write_text
 from sae.render.renderer import render
 from sae.scene import editor
 from sae.scene.ir import Scene
@@ -87,6 +92,13 @@ def _done(out: Path) -> dict[str, dict]:
     return done
 
 
+def batch_seed(seed: int, names: list[str]) -> int:
+    """The random seed of the batch holding the examples ``names``: a function of ``seed`` and
+    the names only (not of how many batches ran before it in this process)."""
+    digest = hashlib.sha256("\n".join([str(seed), *names]).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
 def _append_records(out: Path, rows: list[dict]) -> None:
     path = out / RECORDS
     old = path.read_text() if path.is_file() else ""
@@ -116,24 +128,32 @@ def attack_split(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # what a killed run was writing when it stopped
     victim = victim.to(device)
     frames = ir_frames(data, limit)
     done = _done(out)
     todo = [f for f in frames if f[0] not in done]
     semantic = isinstance(config, SemanticConfig)
+    if done:
+        print(
+            f"resuming: {len(frames) - len(todo)} of {len(frames)} examples already in {out / RECORDS}",
+            file=sys.stderr,
+            flush=True,
+        )
     bar = tqdm(total=len(frames), initial=len(frames) - len(todo), desc="attack", unit="SAE", disable=not progress)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         loaded = [Scene.load(f[4]) for f in chunk]
         scenes = Scene.cat(loaded).to(device)
+        seeded = dataclasses.replace(config, seed=batch_seed(config.seed, [f[0] for f in chunk]))
         t0 = time.perf_counter()
         if semantic:
-            result = semantic_attack(victim, scenes, config, size=size)
+            result = semantic_attack(victim, scenes, seeded, size=size)
         else:
             with torch.no_grad():
                 rendered = render(scenes)
             targets = render_targets(scenes, rendered, size)
-            result = pixel_attack(victim, rendered.image_chw, targets, config, size=size)
+            result = pixel_attack(victim, rendered.image_chw, targets, seeded, size=size)
         seconds = time.perf_counter() - t0
         physical = physical_theta(result.params, scenes) if semantic else [{} for _ in chunk]
         rows = []

@@ -21,6 +21,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ import torch
 from sae.data import kitti, vkitti
 from sae.data.records import Frame, ObjectAnnotation, observation_angle
 from sae.data.street import CAMERA_HEIGHT, MODEL_NAMES, STEREO_BASELINE, color_name, street_world, world_scene
+from sae.io import remove_stale_temporaries
 from sae.render.geometry import pack_meshes, pose_vertices, project
 from sae.render.raster import NEAR_PLANE, rasterize
 from sae.render.renderer import RenderOutput, render
@@ -356,7 +358,13 @@ def generate(
         scale = dataclasses.replace(scale, size=tuple(size))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    stale = remove_stale_temporaries(out)  # what a killed run was writing; its frames are redone
+    if stale:
+        print(f"removed {len(stale)} temporary files an interrupted run left in {out}", file=sys.stderr)
     tasks = plan(scale, seed)
+    already = sum((out / t.part).is_file() for t in tasks)
+    if already:
+        print(f"resuming: {already} of {len(tasks)} frames already in {out / '.parts'}", file=sys.stderr, flush=True)
     workers = workers or max(1, min(os.cpu_count() or 1, 8))
     start = time.time()
     results: list[dict] = []

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from sae.detectors.data import Augment, DetectionDataset, collate
 from sae.detectors.squeezedet import SqueezeDet, SqueezeDetConfig
 from sae.detectors.yolov3 import YOLOv3, YOLOv3Config
-from sae.io import atomic_path
+from sae.io import atomic_path, remove_stale_temporaries, write_text
 
 DETECTORS = {"squeezedet": (SqueezeDet, SqueezeDetConfig), "yolov3": (YOLOv3, YOLOv3Config)}
 
@@ -78,7 +79,12 @@ def build_detector(name: str, size: tuple[int, int], model: dict | None = None):
     return cls(cfg_cls(image_size=tuple(size), **(model or {})))
 
 
-def save_checkpoint(path: Path, model, optimizer, step: int, config: TrainConfig) -> None:
+def save_checkpoint(
+    path: Path, model, optimizer, step: int, config: TrainConfig, rng: dict[str, torch.Tensor] | None = None
+) -> None:
+    """Write ``path`` atomically: weights, optimizer state, ``step`` (steps done), the config and,
+    for a checkpoint to resume from, ``rng`` — the random streams' states (``uint8`` tensors, see
+    :func:`_rng_state`) so that the resumed run draws what the uninterrupted one would have."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -86,13 +92,15 @@ def save_checkpoint(path: Path, model, optimizer, step: int, config: TrainConfig
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
         "step": step,
         "config": json.dumps(dataclasses.asdict(config)),
+        "rng": rng or {},
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike, device: str = "cpu"):
-    """``(model, state)`` from a checkpoint (``weights_only=True``); errors name the file."""
+def read_state(path: str | os.PathLike, device: str = "cpu") -> dict:
+    """The state dictionary a checkpoint holds (``weights_only=True``; no model is built, so no
+    random number is drawn); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -103,6 +111,13 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu"):
     if not isinstance(state, dict) or not {"model", "config", "step"} <= set(state):
         got = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{path}: not a sae checkpoint (expected 'model', 'config' and 'step' entries, got {got})")
+    return state
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu"):
+    """``(model, state)`` from a checkpoint (``weights_only=True``); errors name the file."""
+    path = Path(path)
+    state = read_state(path, device)
     try:
         cfg = TrainConfig(**json.loads(state["config"]))
         model = build_detector(cfg.detector, cfg.size, cfg.model).to(device)
@@ -134,7 +149,8 @@ def _load_weights(model, source, path: Path, what: str) -> None:
 
 class _Mixture:
     """Samples (dataset, index, augmentation draw) by the data sets' weights from a seeded
-    generator, so a run (and a resumed run) sees a reproducible stream of training views."""
+    generator, so a run sees a reproducible stream of training views; its state travels in the
+    checkpoints, so a resumed run continues the same stream."""
 
     def __init__(self, datasets, weights, seed: int, augment: Augment | None = None):
         self.datasets, self.gen, self.augment = datasets, torch.Generator().manual_seed(seed), augment
@@ -142,6 +158,13 @@ class _Mixture:
         if (w <= 0).any() or not len(w):
             raise ValueError("data weights must be positive")
         self.p = w / w.sum()
+
+    def get_state(self) -> torch.Tensor:
+        """The sampler's generator state (a ``uint8`` tensor)."""
+        return self.gen.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.gen.set_state(state)
 
     def batch(self, n: int):
         which = torch.multinomial(self.p, n, replacement=True, generator=self.gen)
@@ -160,6 +183,7 @@ def train(config: TrainConfig, out: str | os.PathLike, progress: bool = True) ->
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out, recursive=False)  # a checkpoint a killed run was writing
     if not config.data:
         raise ValueError("TrainConfig.data: give at least one (path, weight)")
     torch.manual_seed(config.seed)
@@ -180,22 +204,25 @@ def train(config: TrainConfig, out: str | os.PathLike, progress: bool = True) ->
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
     else:
         raise ValueError(f"TrainConfig.optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
-    start = 0
-    last = out / "last.pt"
-    if not last.is_file():
-        (out / "train_log.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
-    else:  # resume
-        resumed, state = load_checkpoint(last, str(device))
-        _load_weights(model, resumed, last, f"the checkpoint to resume from ({type(resumed).__name__})")
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError) as exc:
-            raise ValueError(f"{last}: its optimizer state does not fit this run ({_first_line(exc)})") from exc
-        start = int(state["step"])
     min_h = config.min_box_height * config.size[0] / 375
     datasets = [DetectionDataset(p, config.size, rerender=config.rerender, min_height=min_h) for p, _ in config.data]
     augment = None if config.augment is None else Augment(**config.augment)
-    mixture = _Mixture(datasets, [w for _, w in config.data], config.seed + 7919 * (start + 1), augment)
+    mixture = _Mixture(datasets, [w for _, w in config.data], config.seed + 7919, augment)
+    start = 0
+    last = out / "last.pt"
+    state = _resumable(last, config)
+    if state is None:
+        (out / "train_log.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
+    else:
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise ValueError(f"{last}: the checkpoint to resume from does not fit this run ({_first_line(exc)})") from exc
+        start = int(state["step"])
+        _set_rng_state(state["rng"], mixture, device)
+        _truncate_log(out / "train_log.jsonl", start)
+        print(f"resuming from {last} at step {start} of {config.iterations}", file=sys.stderr, flush=True)
 
     def lr_at(step: int) -> float:
         if step < config.warmup:
@@ -228,21 +255,73 @@ def train(config: TrainConfig, out: str | os.PathLike, progress: bool = True) ->
         log.append({"step": step + 1, **values})
         bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.iterations:
-            save_checkpoint(last, model, optimizer, step + 1, config)
-            _flush_log(out, log)  # the log holds exactly the steps the checkpoint holds
+            # The log first: a kill between the two leaves rows past the checkpoint, which a
+            # resume drops (_truncate_log); the other order could lose rows the checkpoint holds.
+            _flush_log(out, log)
+            save_checkpoint(last, model, optimizer, step + 1, config, _rng_state(mixture, device))
+    _flush_log(out, log)
     final = out / "final.pt"
     save_checkpoint(final, model, optimizer, config.iterations, config)
-    _flush_log(out, log)
-    (out / "train_time.json").write_text(json.dumps({"seconds": time.time() - t0, "steps": config.iterations - start}))
+    timing = {"seconds": time.time() - t0, "steps": config.iterations - start, "resumed_from": start}
+    write_text(out / "train_time.json", json.dumps(timing) + "\n")
     last.unlink(missing_ok=True)
     return final
 
 
+def _rng_state(mixture: _Mixture, device: torch.device) -> dict[str, torch.Tensor]:
+    """The states of every random stream a training step draws from: the sampler's generator,
+    torch's global CPU generator (dropout, weight noise) and, on CUDA, the device's generator."""
+    state = {"mixture": mixture.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], mixture: _Mixture, device: torch.device) -> None:
+    mixture.set_state(state["mixture"].cpu())
+    torch.set_rng_state(state["torch"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+def _resumable(last: Path, config: TrainConfig) -> dict | None:
+    """The state in ``last`` (a checkpoint an interrupted run of this ``config`` left) to resume
+    from, or None to start afresh: when there is none, or it belongs to another configuration
+    (then it is set aside as ``last.pt.stale`` with a warning), or it predates stored random states."""
+    if not last.is_file():
+        return None
+    state = read_state(last)
+    mine = json.loads(json.dumps(dataclasses.asdict(config)))
+    if json.loads(state["config"]) != mine or not state.get("rng"):
+        why = "another configuration" if json.loads(state["config"]) != mine else "no random states"
+        print(f"warning: {last} is from {why}; training from the start", file=sys.stderr, flush=True)
+        os.replace(last, last.with_name(last.name + ".stale"))
+        return None
+    return state
+
+
 def _flush_log(out: Path, rows: list) -> None:
-    with open(out / "train_log.jsonl", "a") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
+    """Append ``rows`` to ``out/train_log.jsonl``, atomically (the file is rewritten: a few
+    hundred bytes per step, flushed at checkpoints only), and empty ``rows``."""
+    path = out / "train_log.jsonl"
+    old = path.read_text() if path.is_file() else ""
+    write_text(path, old + "".join(json.dumps(row) + "\n" for row in rows))
     rows.clear()
+
+
+def _truncate_log(path: Path, steps: int) -> None:
+    """Keep the rows of steps ``1..steps`` of the log at ``path`` (atomically): what a resumed
+    run's checkpoint holds; rows written after it (a kill between log and checkpoint) go."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: corrupt row {line[:80]!r} ({exc}); delete it to resume") from None
+            if isinstance(row, dict) and 1 <= row.get("step", 0) <= steps:
+                rows.append(line + "\n")
+    write_text(path, "".join(rows))
 
 
 @torch.no_grad()
