@@ -218,7 +218,8 @@ def train(config: TrainConfig, out: str | os.PathLike, progress: bool = True) ->
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise ValueError(f"{last}: the checkpoint to resume from does not fit this run ({_first_line(exc)})") from exc
+            why = _first_line(exc)
+            raise ValueError(f"{last}: the checkpoint to resume from does not fit this run ({why})") from exc
         start = int(state["step"])
         _set_rng_state(state["rng"], mixture, device)
         _truncate_log(out / "train_log.jsonl", start)
