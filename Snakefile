@@ -10,7 +10,12 @@ from sae.config import check_config
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
+# The default config, unless the command line names one: a --configfile replaces it rather than
+# being merged into it (so a config that lists one detector trains one detector).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -162,3 +162,17 @@ def test_preflight_fails_clearly_when_the_device_is_missing(tmp_path):
     assert proc.returncode != 0
     assert "torch sees no CUDA device" in proc.output
     assert not (work / "out" / "data").exists()
+
+
+def test_a_configfile_replaces_the_default_config(tmp_path):
+    """`--configfile` is the whole config, not merged into config/config.yaml: one detector listed
+    is one detector trained (no YOLOv3 from the default config, no transfer evaluations)."""
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    del cfg["detectors"]["yolov3"]
+    cfg["results"] = str(tmp_path / "results")
+    one = tmp_path / "one.yaml"
+    one.write_text(yaml.safe_dump(cfg))
+    proc = _snakemake("-n", "--configfile", str(one))
+    assert proc.returncode == 0, proc.output
+    jobs = _jobs(proc.stdout)
+    assert jobs["pretrain"] == jobs["finetune"] == 1 and jobs["eval_model"] == 3 * 7, jobs
