@@ -25,7 +25,7 @@ rule attack:
         batch=config["attacks"]["batch_size"],
         device=config["device"],
         seed=config["seed"],
-    threads: 8
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=120,
@@ -55,7 +55,7 @@ rule pixel_attack:
         batch=config["attacks"]["batch_size"],
         device=config["device"],
         seed=config["seed"],
-    threads: 8
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=120,

@@ -78,7 +78,7 @@ rule attack_set:
         batch=config["attacks"]["batch_size"],
         device=config["device"],
         seed=config["seed"],
-    threads: 8
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=240,
@@ -104,7 +104,7 @@ rule augment:
         args=lambda wc: train_args(wc.detector, get_recipe(wc.recipe).schedule),
         data=recipe_data,
         out=lambda wc, output: str(Path(output[0]).parent),
-    threads: 8
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=480,

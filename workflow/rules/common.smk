@@ -32,6 +32,10 @@ def work_size():
 WORK_SIZE = work_size()
 DETECTORS = list(config["detectors"])
 VICTIM = config["attacks"]["victim"]
+# CPU threads of each training and attack job (Snakemake caps them at --cores and exports them as
+# OMP_NUM_THREADS, which torch follows). On a CPU, small convolutions gain little from a second
+# thread, so the default config runs one-thread jobs side by side instead.
+JOB_THREADS = config.get("threads", 8)
 
 
 wildcard_constraints:

@@ -11,7 +11,7 @@ rule pretrain:
         args=lambda wc: train_args(wc.detector, "pretrain"),
         data=results("data", "pretrain", "kitti"),
         out=lambda wc, output: str(Path(output[0]).parent),
-    threads: 8
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=240,
@@ -35,7 +35,7 @@ rule finetune:
         pretrain_data=results("data", "pretrain", "kitti"),
         mix=config["train"]["finetune_pretrain_weight"],
         out=lambda wc, output: str(Path(output[0]).parent),
-    threads: 8
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=240,
