@@ -38,3 +38,4 @@ rule all:
     input:
         all_outputs(),
         results("tables", "provenance.md"),
+        results("figures", "runtime.png"),

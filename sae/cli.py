@@ -351,6 +351,18 @@ def cmd_table_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_table_claims(args: argparse.Namespace) -> int:
+    from sae import claims
+
+    layout = claims.Layout(Path(args.results), args.victim, args.method, args.headline, args.transfer)
+    bootstrap = claims.Bootstrap(resamples=args.resamples, seed=args.seed)
+    rows = claims.check_claims(layout, args.difficulty, bootstrap)
+    meta = {"difficulty": args.difficulty, "resamples": args.resamples, "seed": args.seed, "results": args.results}
+    claims.write_claims(rows, args.out, meta)
+    print(Path(args.out).with_suffix(".md").read_text())
+    return 0
+
+
 def cmd_figure_sae(args: argparse.Namespace) -> int:
     import json
 
@@ -396,11 +408,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_provenance(args: argparse.Namespace) -> int:
     import json
 
-    from sae.doctor import provenance
+    from sae.doctor import provenance, runtime_figure
     from sae.io import write_text
 
     write_text(Path(args.out), provenance(json.loads(args.config_json), args.benchmarks))
     print(f"wrote {args.out}")
+    if args.figure:
+        print(f"wrote {runtime_figure(args.benchmarks, args.figure)}")
     return 0
 
 
@@ -631,6 +645,23 @@ def build_parser() -> argparse.ArgumentParser:
     tm.add_argument("--title", default="")
     tm.add_argument("--out", required=True, help="output stem: STEM.csv and STEM.md")
     tm.set_defaults(func=cmd_table_models)
+    tc = tsub.add_parser(
+        "claims",
+        help="check the paper's claims C1-C8 on a workflow's results, with bootstrap intervals",
+        description="Recompute, from the stored detections under RESULTS, the numbers behind each of the "
+        "paper's claims (C1-C8, see results/README.md) with percentile bootstrap 95 %% intervals over frames "
+        "(paired where two evaluations hold the same frames), and say whether each claim holds.",
+    )
+    tc.add_argument("--results", required=True, help="the workflow's results folder")
+    tc.add_argument("--victim", default="squeezedet")
+    tc.add_argument("--method", default="isfgsm", help="the gradient attack of Tables 1-2")
+    tc.add_argument("--headline", default="rotate+translate+mesh", help="the headline combination")
+    tc.add_argument("--transfer", nargs="*", default=["yolov3"], help="the other detectors (§5.3)")
+    tc.add_argument("--difficulty", default="moderate", choices=["easy", "moderate", "hard", "all"])
+    tc.add_argument("--resamples", type=int, default=200, help="bootstrap resamples (default 200)")
+    tc.add_argument("--seed", type=int, default=0)
+    tc.add_argument("--out", required=True, help="output stem: STEM.md, STEM.csv and STEM.json")
+    tc.set_defaults(func=cmd_table_claims)
 
     fg = groups.add_parser("figure", help="figures of attack runs")
     fsub = fg.add_subparsers(dest="command", metavar="<command>", required=True)
@@ -680,6 +711,7 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--config-json", required=True)
     pv.add_argument("--benchmarks", required=True, help="the workflow's benchmarks/ folder")
     pv.add_argument("--out", required=True)
+    pv.add_argument("--figure", help="also draw the job time per rule to this PNG")
     pv.set_defaults(func=cmd_provenance)
 
     bench = groups.add_parser("bench", help="speed and memory benchmarks", description="Speed and memory benchmarks.")

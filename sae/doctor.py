@@ -147,16 +147,78 @@ def provenance(config: dict, benchmarks: str | os.PathLike, cwd: str | os.PathLi
         "opencv-python-headless",
     ):
         lines.append(f"* {p} {_version(p)}")
+    rows = read_benchmarks(benchmarks)
+    total = sum(r["s"] for r in rows)
+    lines += ["", f"## Per-rule runtimes ({len(rows)} jobs, {total / 60:.1f} min of job time)", ""]
+    if rows:
+        wall = max(r["end"] for r in rows) - min(r["end"] - r["s"] for r in rows)
+        lines += [
+            f"Wall time from the first job's start to the last job's end: {wall / 60:.1f} min "
+            "(from the benchmark files' times; a resumed run counts its pause).",
+            "",
+        ]
+    lines += ["| job | seconds | max RSS (MB) |", "|---|---|---|"]
+    lines += [f"| {r['job']} | {r['s']:.1f} | {r['max_rss']} |" for r in sorted(rows, key=lambda r: -r["s"])]
+    lines += ["", "## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def read_benchmarks(benchmarks: str | os.PathLike) -> list[dict]:
+    """One row per ``benchmark:`` file: ``job`` (the file's stem), ``s`` (seconds), ``max_rss``
+    and ``end`` (the file's modification time, written when the job ended)."""
     rows = []
     for tsv in sorted(Path(benchmarks).glob("*.tsv")):
         text = tsv.read_text().splitlines()
         if len(text) >= 2:
-            head, values = text[0].split("\t"), text[-1].split("\t")
-            row = dict(zip(head, values, strict=False))
-            rows.append((tsv.stem, float(row.get("s", "nan")), row.get("max_rss", "")))
-    total = sum(r[1] for r in rows)
-    lines += ["", f"## Per-rule runtimes ({len(rows)} jobs, {total / 60:.1f} min of job time)", ""]
-    lines += ["| job | seconds | max RSS (MB) |", "|---|---|---|"]
-    lines += [f"| {name} | {s:.1f} | {rss} |" for name, s, rss in sorted(rows, key=lambda r: -r[1])]
-    lines += ["", "## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
-    return "\n".join(lines)
+            row = dict(zip(text[0].split("\t"), text[-1].split("\t"), strict=False))
+            try:
+                seconds = float(row.get("s", "nan"))
+            except ValueError:
+                raise ValueError(f"{tsv}: not a Snakemake benchmark file (s = {row.get('s')!r})") from None
+            rows.append({"job": tsv.stem, "s": seconds, "max_rss": row.get("max_rss", ""), "end": tsv.stat().st_mtime})
+    return rows
+
+
+#: Benchmark-file prefixes (``<rule>_<wildcards>``) of rules whose name holds an underscore.
+_RULE_PREFIXES = (
+    "attack_set",
+    "eval_benign_attacked",
+    "generate_data",
+    "derender_report",
+    "render_demo",
+    "data_figure",
+)
+
+
+def rule_of(job: str) -> str:
+    """The rule a benchmark file's stem belongs to (``attack_isfgsm_color`` → ``attack``)."""
+    for prefix in _RULE_PREFIXES:
+        if job == prefix or job.startswith(prefix + "_"):
+            return prefix
+    return job.split("_")[0]
+
+
+def runtime_figure(benchmarks: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """A bar chart of job time per rule (summed over its jobs, job counts beside): where a run's
+    time goes."""
+    from sae.figures import pyplot, save_figure
+
+    per_rule: dict[str, list[float]] = {}
+    for r in read_benchmarks(benchmarks):
+        per_rule.setdefault(rule_of(r["job"]), []).append(r["s"])
+    order = sorted(per_rule, key=lambda k: sum(per_rule[k]))
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 0.28 * max(len(order), 4) + 1.2))
+    minutes = [sum(per_rule[k]) / 60 for k in order]
+    ax.barh(order, minutes, color="#3a7ca5")
+    for y, (k, m) in enumerate(zip(order, minutes, strict=True)):
+        ax.text(
+            m, y, f" {m:.1f} min, {len(per_rule[k])} job{'s' if len(per_rule[k]) > 1 else ''}", va="center", fontsize=7
+        )
+    total = sum(minutes)
+    ax.set_xlabel("job time (min)")
+    ax.set_title(f"Job time per rule ({total:.0f} min in all, from the benchmark files)", fontsize=9)
+    ax.set_xlim(0, max(minutes + [1e-3]) * 1.35)
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    return save_figure(fig, out)

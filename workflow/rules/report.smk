@@ -44,11 +44,41 @@ rule data_figure:
         "{SAE} data figure --data {params.data} --out {output} > {log} 2>&1"
 
 
+rule claims:
+    input:
+        [results("tables", f"{t}.md") for t in ("table1", "table2", "baselines", *AUGMENT_TABLES, "transfer")],
+        results("tables", "fid.json"),
+    output:
+        md=report(results("tables", "claims.md"), caption="../report/claims.rst", category="Tables"),
+        csv=results("tables", "claims.csv"),
+        json=results("tables", "claims.json"),
+    params:
+        results=results(),
+        method=config["attacks"]["method"],
+        transfer=" ".join(TRANSFER),
+        difficulty=config["metrics"]["difficulty"],
+        resamples=config["metrics"].get("bootstrap", 200),
+        seed=config["seed"],
+        stem=results("tables", "claims"),
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        results("logs", "claims.log"),
+    benchmark:
+        results("benchmarks", "claims.tsv")
+    shell:
+        "{SAE} table claims --results {params.results} --victim {VICTIM} --method {params.method} "
+        "--headline {HEADLINE} --transfer {params.transfer} --difficulty {params.difficulty} "
+        "--resamples {params.resamples} --seed {params.seed} --out {params.stem} > {log} 2>&1"
+
+
 rule provenance:
     input:
         all_outputs(),
     output:
-        report(results("tables", "provenance.md"), caption="../report/provenance.rst", category="Provenance"),
+        md=report(results("tables", "provenance.md"), caption="../report/provenance.rst", category="Provenance"),
+        figure=report(results("figures", "runtime.png"), caption="../report/runtime.rst", category="Provenance"),
     params:
         config=lambda wc: json_arg(config),
         benchmarks=results("benchmarks"),
@@ -57,4 +87,5 @@ rule provenance:
     benchmark:
         results("benchmarks", "provenance.tsv"),
     shell:
-        "{SAE} provenance --config-json {params.config} --benchmarks {params.benchmarks} --out {output} > {log} 2>&1"
+        "{SAE} provenance --config-json {params.config} --benchmarks {params.benchmarks} --out {output.md} "
+        "--figure {output.figure} > {log} 2>&1"
