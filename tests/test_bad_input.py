@@ -332,11 +332,21 @@ def test_mismatched_frame_counts_are_named(work, capsys):
     jpg.unlink()
     rc, err = _sae(capsys, "data", "read", work / "data" / "vkitti2")
     assert rc == 2 and "missing rgb file rgb_00002.jpg for Scene01/clone Camera_0" in err
+
     intrinsic = _seq(work) / "intrinsic.txt"
     intrinsic.write_text("".join(line + "\n" for line in intrinsic.read_text().splitlines()[:-1]))
     shutil.copy(_frame_file(work, "rgb", "rgb_00001.jpg"), jpg)  # boxes of frame 2, no intrinsics row
     rc, err = _sae(capsys, "data", "read", work / "data" / "vkitti2")
     assert rc == 2 and f"{_seq(work) / 'bbox.txt'}: frames [2] have boxes but no intrinsic.txt row" in err
+
+
+@pytest.mark.parametrize("folder, name", [("depth", "depth_00001.png"), ("ir", "ir_00001.npz")])
+def test_a_dense_map_missing_for_one_frame_is_named(work, capsys, folder, name):
+    path = _frame_file(work, folder, name)
+    assert path.is_file(), path
+    path.unlink()  # the sequence has this modality for its other frames
+    rc, err = _sae(capsys, "data", "read", work / "data" / "vkitti2")
+    assert rc == 2 and f"Scene01/clone Camera_0 has 2 {folder} files for 3 frames; missing {name}" in err, err
 
 
 def test_corrupt_or_foreign_ir_files_are_named(work):

@@ -501,12 +501,24 @@ class VKITTI2:
         return out
 
     def check(self) -> None:
-        """Verify every sequence: frame counts of each modality match the text files."""
+        """Verify every sequence: frame counts of each modality match the text files — every
+        frame of ``intrinsic.txt`` has its RGB image, and a dense modality (depth, segmentation,
+        IR) that a sequence has at all it has for every frame."""
         for key in self.sequences:
             frames = sorted({f for f, c, _ in self.intrinsics(key)})
             for camera in self.cameras:
                 for f in frames:
                     self.file(key, "rgb", camera, f)
+                for modality in ("depth", "classSegmentation", "instanceSegmentation", "ir"):
+                    have = [f for f in frames if self.has(key, modality, camera, f)]
+                    if have and len(have) != len(frames):
+                        missing = sorted(set(frames) - set(have))
+                        pattern = _MODALITIES[modality][1]
+                        names = ", ".join(pattern.format(f) for f in missing[:3]) + (" …" if len(missing) > 3 else "")
+                        raise FormatError(
+                            f"{self.root}: {key.scene}/{key.variation} Camera_{camera} has {len(have)} {modality} "
+                            f"files for {len(frames)} frames; missing {names}"
+                        )
             bpath, brows = self._table(key, "bbox")
             bad = sorted({_num(bpath, line, r[0], int) for line, r in brows} - set(frames))
             if bad:
