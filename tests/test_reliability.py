@@ -1,8 +1,8 @@
 """Reliability of the workflow (issue 9): a run killed with SIGKILL and resumed ends with the
 uninterrupted run's tables, and two runs with the same seed write the same bytes.
 
-Those two tests are whole smoke runs (minutes on 2 cores each), so they are marked
-``reliability`` and left out of the default selection: ``python -m pytest -m reliability``.
+Those two tests are whole smoke runs (minutes on 2 cores each), marked ``reliability`` so that
+``-m "not reliability"`` can leave them out of a quick check; the default selection and CI run them.
 
 The kill-and-resume test interrupts one run three times, once in each stage whose jobs write
 partial output that a rerun must pick up, and only once that partial output exists:
