@@ -375,6 +375,13 @@ def cmd_figure_sae(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figure_combos(args: argparse.Namespace) -> int:
+    from sae.attacks.figures import combos_figure
+
+    print(f"wrote {combos_figure(args.tables, args.out)}")
+    return 0
+
+
 def cmd_figure_diagnostics(args: argparse.Namespace) -> int:
     from sae.attacks.figures import diagnostics
 
@@ -686,6 +693,15 @@ def build_parser() -> argparse.ArgumentParser:
     fd.add_argument("--attack", required=True, help="the `sae attack --out` folder")
     fd.add_argument("--out", required=True, help="output PNG")
     fd.set_defaults(func=cmd_figure_diagnostics)
+    fc = fsub.add_parser(
+        "combos",
+        help="Δ mAP of every attacked combination, the paper's beside (Tables 1-2 as a picture)",
+        description="A sorted bar chart of the mAP drop of every combination in `sae table attacks` CSVs "
+        "(Tables 1 and 2), coloured by the number of parameters, with the paper's drops marked.",
+    )
+    fc.add_argument("--tables", nargs="+", required=True, help="CSV files of `sae table attacks`")
+    fc.add_argument("--out", required=True, help="output PNG")
+    fc.set_defaults(func=cmd_figure_combos)
 
     dr = groups.add_parser(
         "doctor",

@@ -25,7 +25,17 @@ def test_dry_run_builds_the_whole_dag(config, tmp_path):
     # one SAE set per combination, plus the random-search baseline of the headline combination
     assert jobs.get("attack") == combos + 1, jobs  # each also scores the victim on its set
     assert jobs.get("pixel_attack") == 2 and not {"eval_attack", "eval_pixel"} & set(jobs), jobs
-    for rule in ("table1", "table2", "baselines", "fid", "timing", "eval_benign_subset", "figure2", "claims"):
+    for rule in (
+        "table1",
+        "table2",
+        "baselines",
+        "fid",
+        "timing",
+        "eval_benign_subset",
+        "figure2",
+        "claims",
+        "combos_figure",
+    ):
         assert jobs.get(rule) == 1, (rule, jobs)
     assert jobs.get("attack_diagnostics") == 8  # the six singles and the headline, gradient and random
     # §5: SAE and pixel sets of the evaluation and fine-tuning splits; six trained recipes; every
@@ -130,6 +140,8 @@ def test_smoke_run_end_to_end(smoke_reference, tmp_path):
     assert {c["holds"] for c in claims["claims"]} <= {"yes", "partly", "no"}, claims
     assert claims["meta"]["resamples"] == 20 and "| C8 |" in (out / "tables" / "claims.md").read_text()
     assert (out / "figures" / "figure2_benign_vs_sae.png").stat().st_size > 20_000
+    assert (out / "figures" / "table2_combos.png").stat().st_size > 5_000
+    assert (out / "figures" / "runtime.png").stat().st_size > 5_000
     assert len(list((out / "figures" / "diagnostics").glob("*.png"))) == 8
     prov = (out / "tables" / "provenance.md").read_text()
     assert "git commit" in prov and "| pretrain_squeezedet |" in prov and "headline:" in prov

@@ -116,3 +116,43 @@ def diagnostics(attack_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     fig.suptitle(f"attack diagnostics: {label}; loss raised on {100 * summary['raised']:.0f}% of examples")
     fig.tight_layout()
     return save_figure(fig, out)
+
+
+def combos_figure(tables: list[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Δ mAP against the benign frames of every attacked combination (rows of ``sae table
+    attacks`` CSVs: Tables 1 and 2), sorted, coloured by the number of parameters, with the paper's
+    Δ mAP as black diamonds where it gives one (its Tables 1–2)."""
+    import csv
+
+    rows, benign_paper = [], None
+    for path in tables:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"table not found: {path}")
+        with open(path, newline="") as fh:
+            for r in csv.DictReader(fh):
+                if r["combo"] == "benign":
+                    benign_paper = float(r["paper_mAP"]) if r.get("paper_mAP") else benign_paper
+                    continue
+                paper = float(r["paper_mAP"]) if r.get("paper_mAP") else None
+                rows.append((r["combo"], float(r["delta_mAP"]), paper))
+    if not rows:
+        raise ValueError(f"no attacked combinations in {', '.join(map(str, tables))}")
+    rows.sort(key=lambda r: r[1])
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 0.16 * len(rows) + 1.4))
+    colours = plt.get_cmap("viridis")
+    y = np.arange(len(rows))
+    sizes = [c.count("+") + 1 for c, _, _ in rows]
+    ax.barh(y, [d for _, d, _ in rows], color=[colours((k - 1) / 5) for k in sizes], height=0.75)
+    for i, (_, _, paper) in enumerate(rows):
+        if paper is not None and benign_paper is not None:
+            ax.plot(paper - benign_paper, i, "kD", ms=4)
+    ax.set_yticks(y, [c for c, _, _ in rows], fontsize=6)
+    ax.axvline(0, color="grey", lw=0.6)
+    ax.set_xlabel("Δ mAP vs benign (points); ◆ the paper's")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours((k - 1) / 5)) for k in range(1, 7)]
+    ax.legend(handles, [f"{k} parameter{'s' if k > 1 else ''}" for k in range(1, 7)], fontsize=6, loc="lower right")
+    ax.set_title("SAEs of every combination of the six parameters (Tables 1 and 2)", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, out)

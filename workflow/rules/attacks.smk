@@ -249,3 +249,17 @@ rule attack_diagnostics:
         results("benchmarks", "diagnostics_{method}_{combo}.tsv"),
     shell:
         "{SAE} figure diagnostics --attack {params.attack} --out {output} > {log} 2>&1"
+
+
+rule combos_figure:
+    input:
+        table1=results("tables", "table1.csv"),
+        table2=results("tables", "table2.csv"),
+    output:
+        report(results("figures", "table2_combos.png"), caption="../report/combos.rst", category="Figures"),
+    log:
+        results("logs", "combos_figure.log"),
+    benchmark:
+        results("benchmarks", "combos_figure.tsv")
+    shell:
+        "{SAE} figure combos --tables {input.table1} {input.table2} --out {output} > {log} 2>&1"
