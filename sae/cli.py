@@ -351,6 +351,21 @@ def cmd_table_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_table_victims(args: argparse.Namespace) -> int:
+    from sae import tables
+
+    models = []
+    for item in args.models:
+        name, sep, folders = item.partition("=")
+        if not sep or ":" not in folders:
+            raise ValueError(f"--models {item!r}: expected DETECTOR=MODELS_DIR:EVAL_DIR")
+        models.append((name, folders))
+    rows, columns = tables.victim_rows(models, args.difficulty)
+    tables.write_table(rows, columns, args.out, args.title)
+    print(Path(args.out).with_suffix(".md").read_text())
+    return 0
+
+
 def cmd_table_claims(args: argparse.Namespace) -> int:
     from sae import claims
 
@@ -652,6 +667,18 @@ def build_parser() -> argparse.ArgumentParser:
     tm.add_argument("--title", default="")
     tm.add_argument("--out", required=True, help="output stem: STEM.csv and STEM.md")
     tm.set_defaults(func=cmd_table_models)
+    tv = tsub.add_parser(
+        "victims",
+        help="the trained detectors on benign frames: recall and AP per class, training iterations and time",
+        description="One row per detector: benign recall and mAP overall and per class (MODELS are "
+        "DETECTOR=MODELS_DIR:EVAL_DIR, the `sae train` stages' parent folder and a `sae eval --out` folder), "
+        "with the paper's mAP and the pre-training and fine-tuning iterations and minutes.",
+    )
+    tv.add_argument("--models", nargs="+", required=True, help="DETECTOR=MODELS_DIR:EVAL_DIR …")
+    tv.add_argument("--difficulty", default="moderate", choices=["easy", "moderate", "hard", "all"])
+    tv.add_argument("--title", default="")
+    tv.add_argument("--out", required=True, help="output stem: STEM.csv and STEM.md")
+    tv.set_defaults(func=cmd_table_victims)
     tc = tsub.add_parser(
         "claims",
         help="check the paper's claims C1-C8 on a workflow's results, with bootstrap intervals",

@@ -202,3 +202,38 @@ def model_rows(
             )
         rows.append(row)
     return rows
+
+
+#: The paper's benign SqueezeDet (§5.1, the 882-image evaluation split) and YOLOv3 (§5.3), mAP %.
+PAPER_VICTIMS = {"squeezedet": 85.95, "yolov3": 91.28}
+
+
+def victim_rows(models: list[tuple[str, str]], difficulty: str) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Per detector: benign recall and mAP overall and per class at ``difficulty`` (from its
+    ``sae eval`` folder's ``metrics.json``) and its training — iterations and minutes of the
+    pre-training and fine-tuning stages (``<stage>/train_time.json`` beside each ``final.pt``).
+    ``models`` are ``(detector, "MODELS_DIR:EVAL_DIR")`` pairs. Returns rows and their columns."""
+    from sae.data.records import DETECTION_CLASSES
+
+    rows = []
+    for name, folders in models:
+        model_dir, _, eval_dir = folders.partition(":")
+        m = metrics_at(eval_dir, difficulty)
+        row = {"detector": name, "recall": m["recall"], "mAP": m["mAP"], "paper_mAP": PAPER_VICTIMS.get(name)}
+        for c in DETECTION_CLASSES:
+            v = m["per_class"].get(c)
+            row[f"{c}_AP"], row[f"{c}_recall"] = (v["AP"], v["recall"]) if v else (None, None)
+        for stage in ("pretrain", "finetune"):
+            t = read_json(Path(model_dir) / stage / "train_time.json")
+            row[f"{stage}_iterations"], row[f"{stage}_min"] = int(t["steps"]), t["seconds"] / 60
+        rows.append(row)
+    columns = [("detector", "detector"), ("recall", "recall"), ("mAP", "mAP"), ("paper_mAP", "paper mAP")]
+    for c in DETECTION_CLASSES:
+        columns += [(f"{c}_AP", f"{c} AP"), (f"{c}_recall", f"{c} recall")]
+    columns += [
+        ("pretrain_iterations", "pre-training iterations"),
+        ("pretrain_min", "pre-training min"),
+        ("finetune_iterations", "fine-tuning iterations"),
+        ("finetune_min", "fine-tuning min"),
+    ]
+    return rows, columns

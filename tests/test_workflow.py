@@ -114,6 +114,7 @@ def test_smoke_run_end_to_end(smoke_reference, tmp_path):
         "table4": ("| retrained-pixel |", "| tuned-pixel |"),
         "table5": ("| hybrid-pixel-then-sae |", "| hybrid-sae-then-pixel |"),
         "transfer": ("| squeezedet |", "| yolov3 |"),
+        "victims": ("| squeezedet |", "| yolov3 |", "| 4 |"),  # the smoke pre-training: 4 iterations
     }.items():
         text = (out / "tables" / f"{table}.md").read_text()
         assert all(r in text for r in rows) and (out / "tables" / f"{table}.csv").is_file(), (table, text)

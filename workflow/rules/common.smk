@@ -111,6 +111,7 @@ def all_outputs():
         results("tables", "timing.md"),
         *[results("tables", f"{t}.md") for t in ("table3", "table4", "table5", "transfer")],
         results("tables", "claims.md"),
+        results("tables", "victims.md"),
         results("figures", "table2_combos.png"),
         results("figures", "figure2_benign_vs_sae.png"),
         *[

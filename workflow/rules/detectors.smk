@@ -70,3 +70,22 @@ rule eval_benign:
     shell:
         "{SAE} eval --checkpoint {input} --data {params.data} --rerender --out {params.out} "
         "--figure {output.figure} > {log} 2>&1"
+
+
+rule victims_table:
+    input:
+        [results("eval", d, "benign", "metrics.json") for d in DETECTORS],
+    output:
+        md=report(results("tables", "victims.md"), caption="../report/tables.rst", category="Tables"),
+        csv=results("tables", "victims.csv"),
+    params:
+        models=" ".join(f"{d}={results('models', d)}:{results('eval', d, 'benign')}" for d in DETECTORS),
+        difficulty=config["metrics"]["difficulty"],
+        stem=results("tables", "victims"),
+    log:
+        results("logs", "victims_table.log"),
+    benchmark:
+        results("benchmarks", "victims_table.tsv")
+    shell:
+        "{SAE} table victims --models {params.models} --difficulty {params.difficulty} "
+        "--title 'The victims on the benign evaluation split (identity re-rendered)' --out {params.stem} > {log} 2>&1"
