@@ -126,7 +126,9 @@ def provenance(config: dict, benchmarks: str | os.PathLike, cwd: str | os.PathLi
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True).stdout
+        dirty = subprocess.run(  # tracked files only: a run's own outputs are untracked files
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
+        ).stdout
         commit += " (uncommitted changes)" if dirty.strip() else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown (not a git checkout)"
