@@ -669,10 +669,10 @@ def build_parser() -> argparse.ArgumentParser:
     tm.set_defaults(func=cmd_table_models)
     tv = tsub.add_parser(
         "victims",
-        help="the trained detectors on benign frames: recall and AP per class, training iterations and time",
+        help="the trained detectors on benign frames: recall and AP per class, training iterations",
         description="One row per detector: benign recall and mAP overall and per class (MODELS are "
         "DETECTOR=MODELS_DIR:EVAL_DIR, the `sae train` stages' parent folder and a `sae eval --out` folder), "
-        "with the paper's mAP and the pre-training and fine-tuning iterations and minutes.",
+        "with the paper's mAP and the pre-training and fine-tuning iterations.",
     )
     tv.add_argument("--models", nargs="+", required=True, help="DETECTOR=MODELS_DIR:EVAL_DIR …")
     tv.add_argument("--difficulty", default="moderate", choices=["easy", "moderate", "hard", "all"])

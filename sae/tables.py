@@ -210,8 +210,9 @@ PAPER_VICTIMS = {"squeezedet": 85.95, "yolov3": 91.28}
 
 def victim_rows(models: list[tuple[str, str]], difficulty: str) -> tuple[list[dict], list[tuple[str, str]]]:
     """Per detector: benign recall and mAP overall and per class at ``difficulty`` (from its
-    ``sae eval`` folder's ``metrics.json``) and its training — iterations and minutes of the
-    pre-training and fine-tuning stages (``<stage>/train_time.json`` beside each ``final.pt``).
+    ``sae eval`` folder's ``metrics.json``) and the iterations of its pre-training and fine-tuning
+    (``<stage>/train_time.json`` beside each ``final.pt``). Training times are not in the table, so
+    that the same seed gives the same bytes; the workflow's provenance table has every job's time.
     ``models`` are ``(detector, "MODELS_DIR:EVAL_DIR")`` pairs. Returns rows and their columns."""
     from sae.data.records import DETECTION_CLASSES
 
@@ -225,15 +226,10 @@ def victim_rows(models: list[tuple[str, str]], difficulty: str) -> tuple[list[di
             row[f"{c}_AP"], row[f"{c}_recall"] = (v["AP"], v["recall"]) if v else (None, None)
         for stage in ("pretrain", "finetune"):
             t = read_json(Path(model_dir) / stage / "train_time.json")
-            row[f"{stage}_iterations"], row[f"{stage}_min"] = int(t["steps"]), t["seconds"] / 60
+            row[f"{stage}_iterations"] = int(t["steps"]) + int(t.get("resumed_from", 0))
         rows.append(row)
     columns = [("detector", "detector"), ("recall", "recall"), ("mAP", "mAP"), ("paper_mAP", "paper mAP")]
     for c in DETECTION_CLASSES:
         columns += [(f"{c}_AP", f"{c} AP"), (f"{c}_recall", f"{c} recall")]
-    columns += [
-        ("pretrain_iterations", "pre-training iterations"),
-        ("pretrain_min", "pre-training min"),
-        ("finetune_iterations", "fine-tuning iterations"),
-        ("finetune_min", "fine-tuning min"),
-    ]
+    columns += [("pretrain_iterations", "pre-training iterations"), ("finetune_iterations", "fine-tuning iterations")]
     return rows, columns
