@@ -115,16 +115,20 @@ class Bootstrap:
             self._cache[(id(ev), rows.tobytes(), "recall")] = m["recall"]
         return self._cache[key]
 
+    def point(self, ev: Evaluation, what: str = "mAP") -> float:
+        """``what`` over all of the evaluation's frames (computed once)."""
+        return self._metric(ev, np.arange(len(ev)), what)
+
     def value(self, ev: Evaluation, what: str = "mAP") -> Estimate:
         """``what`` (``mAP`` or ``recall``) of one evaluation with its interval."""
-        full = self._metric(ev, np.arange(len(ev)), what)
+        full = self.point(ev, what)
         draws = [self._metric(ev, r, what) for r in self._draws(ev.names)]
         return _estimate(full, draws)
 
     def difference(self, a: Evaluation, b: Evaluation, what: str = "mAP") -> Estimate:
         """``what(a) − what(b)``: paired over the frames both hold (by name), else independent."""
         common = [n for n in a.names if n in b._index]
-        full = self._metric(a, np.arange(len(a)), what) - self._metric(b, np.arange(len(b)), what)
+        full = self.point(a, what) - self.point(b, what)
         if len(common) == len(a.names) == len(b.names):  # the same frames: paired
             ra, rb = a.rows(a.names), b.rows(a.names)
             draws = [self._metric(a, ra[r], what) - self._metric(b, rb[r], what) for r in self._draws(a.names)]
@@ -311,7 +315,7 @@ def check_claims(layout: Layout, difficulty: str = "moderate", bootstrap: Bootst
     tp = bs.value(tpp)
 
     def weaker_side(recipe: str) -> float:
-        return min(ev(layout.model(recipe, v)).metrics()["mAP"] for v in ("sae", "pixel"))
+        return min(bs.point(ev(layout.model(recipe, v))) for v in ("sae", "pixel"))
 
     # hybrids help: a hybrid's weaker side beats the weaker side of each single-kind tuned model
     single = max(weaker_side("tuned-sae"), weaker_side("tuned-pixel"))

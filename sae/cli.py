@@ -335,15 +335,22 @@ def cmd_table_attacks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _named(flag: str, items: list[str], form: str) -> list[tuple[str, str]]:
+    """``NAME=VALUE`` command-line items → ``[(NAME, VALUE)]`` in order, both non-empty; errors name
+    the flag, the item and the expected ``form``."""
+    out = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise ValueError(f"{flag} {item!r}: expected {form}")
+        out.append((name, value))
+    return out
+
+
 def cmd_table_models(args: argparse.Namespace) -> int:
     from sae import tables
 
-    models = []
-    for item in args.models:
-        name, sep, folder = item.partition("=")
-        if not sep or not name or not folder:
-            raise ValueError(f"--models {item!r}: expected NAME=FOLDER")
-        models.append((name, folder))
+    models = _named("--models", args.models, "NAME=FOLDER")
     paper = None if args.paper == "none" else tables.PAPER_MODELS[args.paper]
     rows = tables.model_rows(models, args.valsets, args.difficulty, paper)
     tables.write_table(rows, tables.model_columns(args.valsets), args.out, args.title)
@@ -355,11 +362,11 @@ def cmd_table_victims(args: argparse.Namespace) -> int:
     from sae import tables
 
     models = []
-    for item in args.models:
-        name, sep, folders = item.partition("=")
-        if not sep or ":" not in folders:
-            raise ValueError(f"--models {item!r}: expected DETECTOR=MODELS_DIR:EVAL_DIR")
-        models.append((name, folders))
+    for name, folders in _named("--models", args.models, "DETECTOR=MODELS_DIR:EVAL_DIR"):
+        models_dir, sep, eval_dir = folders.partition(":")
+        if not sep or not models_dir or not eval_dir:
+            raise ValueError(f"--models {name + '=' + folders!r}: expected DETECTOR=MODELS_DIR:EVAL_DIR")
+        models.append((name, models_dir, eval_dir))
     rows, columns = tables.victim_rows(models, args.difficulty)
     tables.write_table(rows, columns, args.out, args.title)
     print(Path(args.out).with_suffix(".md").read_text())

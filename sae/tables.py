@@ -208,17 +208,17 @@ def model_rows(
 PAPER_VICTIMS = {"squeezedet": 85.95, "yolov3": 91.28}
 
 
-def victim_rows(models: list[tuple[str, str]], difficulty: str) -> tuple[list[dict], list[tuple[str, str]]]:
+def victim_rows(models: list[tuple[str, str, str]], difficulty: str) -> tuple[list[dict], list[tuple[str, str]]]:
     """Per detector: benign recall and mAP overall and per class at ``difficulty`` (from its
     ``sae eval`` folder's ``metrics.json``) and the iterations of its pre-training and fine-tuning
     (``<stage>/train_time.json`` beside each ``final.pt``). Training times are not in the table, so
     that the same seed gives the same bytes; the workflow's provenance table has every job's time.
-    ``models`` are ``(detector, "MODELS_DIR:EVAL_DIR")`` pairs. Returns rows and their columns."""
+    ``models`` are ``(detector, models folder, eval folder)``: the folder holding the detector's
+    ``pretrain``/``finetune`` stages and its ``sae eval --out`` folder. Returns rows and columns."""
     from sae.data.records import DETECTION_CLASSES
 
     rows = []
-    for name, folders in models:
-        model_dir, _, eval_dir = folders.partition(":")
+    for name, model_dir, eval_dir in models:
         m = metrics_at(eval_dir, difficulty)
         row = {"detector": name, "recall": m["recall"], "mAP": m["mAP"], "paper_mAP": PAPER_VICTIMS.get(name)}
         for c in DETECTION_CLASSES:

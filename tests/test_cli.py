@@ -123,3 +123,23 @@ def test_help_imports_no_torch():
     code = "import sys; from sae.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_malformed_model_lists_are_clear_errors(tmp_path, capsys):
+    """`sae table models` / `sae table victims` name the flag, the item and the expected form."""
+    out = str(tmp_path / "t")
+    for argv, item, form in [
+        (["table", "models", "--models", "baseline", "--out", out], "'baseline'", "NAME=FOLDER"),
+        (["table", "models", "--models", "=eval/x", "--out", out], "'=eval/x'", "NAME=FOLDER"),
+        (
+            ["table", "victims", "--models", "squeezedet=models", "--out", out],
+            "'squeezedet=models'",
+            "MODELS_DIR:EVAL_DIR",
+        ),
+        (["table", "victims", "--models", "yolov3=models:", "--out", out], "'yolov3=models:'", "MODELS_DIR:EVAL_DIR"),
+    ]:
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"--models {item}: expected" in err and form in err, err
+    assert not (tmp_path / "t.md").exists()
