@@ -276,6 +276,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
             method=args.method,
             eps=_eps(args.eps),
             steps=args.steps,
+            radius=args.radius,
             terms=terms,
             seed=args.seed,
         )
@@ -618,6 +619,13 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--combo", default="translate+rotate+mesh", help="semantic parameters joined by '+'")
     at.add_argument("--eps", nargs="+", default=None, help="PARAMETER=VALUE … (default: the paper's ε)")
     at.add_argument("--steps", type=int, default=None, help="iterations (default: 1 for sfgsm/fgsm, 6, 10 for pgd)")
+    at.add_argument(
+        "--radius",
+        type=float,
+        default=None,
+        help="semantic ball radius in multiples of ε (default: sfgsm/spgd 1, isfgsm/cw/random STEPS); "
+        "sfgsm steps to the ball's surface, so `--method sfgsm --radius 6` is sFGSM at 6ε",
+    )
     at.add_argument("--pixel-eps", type=float, default=8 / 255, help="ℓ∞ radius of pixel attacks (default 8/255)")
     at.add_argument("--random-start", action="store_true", help="PGD's random start")
     at.add_argument("--terms", nargs="+", default=None, help="loss terms to maximise (default: the confidence term)")

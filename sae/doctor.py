@@ -184,6 +184,9 @@ def read_benchmarks(benchmarks: str | os.PathLike) -> list[dict]:
 #: Benchmark-file prefixes (``<rule>_<wildcards>``) of rules whose name holds an underscore.
 _RULE_PREFIXES = (
     "attack_set",
+    "ball_attack",
+    "combos_figure",
+    "victims_table",
     "eval_benign_attacked",
     "generate_data",
     "derender_report",

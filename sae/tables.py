@@ -8,6 +8,7 @@ eval``, ``summary.json`` of ``sae attack``); the paper's numbers are quoted from
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -82,6 +83,8 @@ def write_table(rows: list[dict], columns: list[tuple[str, str]], stem: str | os
 ATTACK_COLUMNS = [
     ("combo", "parameters"),
     ("method", "attack"),
+    ("ball", "ball"),
+    ("queries", "queries"),
     ("examples", "SAEs"),
     ("recall", "recall"),
     ("mAP", "mAP"),
@@ -90,6 +93,23 @@ ATTACK_COLUMNS = [
     ("paper_recall", "paper recall"),
     ("paper_mAP", "paper mAP"),
 ]
+
+
+def _ball(cfg: dict) -> str | None:
+    """An attack's reach as its summary's config gives it: the semantic ball's radius in
+    multiples of ε (``6ε``), or the pixel ℓ∞ radius in 1/255 units (``8/255``)."""
+    if "combo" in cfg:
+        from sae.attacks.semantic import SemanticConfig
+
+        known = {f.name for f in dataclasses.fields(SemanticConfig)}
+        try:
+            radius = SemanticConfig(**{k: v for k, v in cfg.items() if k in known}).radius_mult
+        except (TypeError, ValueError, KeyError):
+            return None
+        return f"{radius:g}ε"
+    if "eps" in cfg:
+        return f"{cfg['eps'] * 255:.3g}/255"
+    return None
 
 
 def attack_rows(benign_eval: str, attack_dirs: list[str], difficulty: str, paper: dict | None = None) -> list[dict]:
@@ -103,6 +123,8 @@ def attack_rows(benign_eval: str, attack_dirs: list[str], difficulty: str, paper
         {
             "combo": "benign",
             "method": "–",
+            "ball": None,
+            "queries": None,
             "examples": None,
             "recall": base["recall"],
             "mAP": base["mAP"],
@@ -123,6 +145,8 @@ def attack_rows(benign_eval: str, attack_dirs: list[str], difficulty: str, paper
             {
                 "combo": combo,
                 "method": method,
+                "ball": _ball(cfg),
+                "queries": summary.get("queries"),
                 "examples": summary["examples"],
                 "recall": m["recall"],
                 "mAP": m["mAP"],

@@ -145,6 +145,21 @@ def test_one_step_sfgsm_moves_each_parameter_by_exactly_eps(victim, param):
     assert g.abs().sum() > 0, "the victim's confidence term must depend on the parameter"
 
 
+def test_sfgsm_over_a_wider_ball_steps_to_its_surface(victim):
+    """``radius=6``: one sign step of 6ε in the gradient's sign (C8's gradient attack), the same
+    direction as the 1ε step wherever neither is held by the feasible set."""
+    scenes = _scenes(7)
+    one = semantic_attack(victim, scenes, SemanticConfig(combo="rotate", method="sfgsm")).params["rotate"]
+    six = semantic_attack(victim, scenes, SemanticConfig(combo="rotate", method="sfgsm", radius=6)).params["rotate"]
+    eps = editor.PAPER_EPS["rotate"]
+    free = (one.abs() == eps) & (six.abs() == 6 * eps)
+    assert free[scenes.obj_valid].float().mean() >= 0.25
+    assert torch.equal(six[free], 6 * one[free])
+    assert (six.abs() <= 6 * eps + 1e-12).all()
+    with pytest.raises(ValueError, match="radius"):
+        SemanticConfig(combo="rotate", method="sfgsm", radius=0)
+
+
 def test_physical_units(victim):
     scenes = _scenes(2)
     theta = editor.zero_theta(scenes, ("rotate", "translate", "weather"))

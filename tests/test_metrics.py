@@ -178,3 +178,60 @@ def test_direct_coco_evaluation_equals_torchmetrics_mean_average_precision():
             ap, recall = coco_ap_recall(preds, targets, iou)
             assert ap == pytest.approx(max(float(ref["map"]), 0) * 100, abs=1e-4), (trial, iou)
             assert recall == pytest.approx(max(float(ref["mar_100"]), 0) * 100, abs=1e-4), (trial, iou)
+
+
+def test_image_matches_reaccumulate_exactly_what_evaluate_gives_on_resampled_images():
+    """The bootstrap's fast path: per-image matches accumulated for a multiset of images equal
+    a full faster-coco-eval evaluation of those images, repeated (to 1e-9, summation order) — with three
+    classes, occluded/short (ignored) objects, tied scores, an image of 130 detections (100 are
+    kept), images without objects or without detections, and resamples that leave a class out."""
+    import numpy as np
+
+    from sae.metrics.detection import ImageMatches
+
+    gen = torch.Generator().manual_seed(1)
+
+    def boxes(n):
+        xy = torch.rand(n, 2, generator=gen) * 300
+        return torch.cat([xy, xy + 8 + torch.rand(n, 2, generator=gen) * 70], dim=1)
+
+    preds, targets = [], []
+    for image in range(24):
+        n = int(torch.randint(0, 6, (), generator=gen)) if image != 5 else 0
+        gt = boxes(n)
+        labels = torch.randint(0, 3, (n,), generator=gen) if image != 7 else torch.zeros(n, dtype=torch.long)
+        near = (
+            gt[torch.randint(0, max(n, 1), (int(torch.randint(0, 8, (), generator=gen)),), generator=gen)] if n else gt
+        )
+        det = torch.cat(
+            [near + torch.randn(near.shape, generator=gen) * 5, boxes(int(torch.randint(0, 4, (), generator=gen)))]
+        )
+        if image == 9:
+            det = torch.cat([det, boxes(130)])
+        if image == 11:
+            det = det[:0]
+        scores = torch.rand(len(det), generator=gen)
+        if image in (2, 3) and len(det):
+            scores[:] = 0.5  # ties, also across images
+        dl = torch.randint(0, 3, (len(det),), generator=gen)
+        if n:
+            dl[: len(near)] = labels[torch.randint(0, n, (len(near),), generator=gen)]
+        preds.append({"boxes": det, "scores": scores, "labels": dl})
+        targets.append(
+            {
+                "boxes": gt,
+                "labels": labels,
+                "occlusion": torch.randint(0, 3, (n,), generator=gen),
+                "truncation": torch.rand(n, generator=gen) * 0.4,
+            }
+        )
+    rng = np.random.default_rng(0)
+    for difficulty in ("moderate", "all"):
+        matches = ImageMatches(preds, targets, difficulty=difficulty, image_height=375)
+        for trial in range(12):
+            rows = np.arange(24) if trial == 0 else rng.integers(0, 24 if trial % 3 else 6, size=24)
+            want = evaluate([preds[i] for i in rows], [targets[i] for i in rows], difficulty=difficulty)
+            got = matches.metrics(rows)
+            assert got["mAP"] == pytest.approx(want["mAP"], abs=1e-9), (difficulty, trial)
+            assert got["recall"] == pytest.approx(want["recall"], abs=1e-9), (difficulty, trial)
+            assert set(got["per_class"]) == set(want["per_class"])

@@ -18,6 +18,7 @@ def _bench(folder, job, seconds, end):
 def test_rule_of_benchmark_stems():
     assert rule_of("attack_isfgsm_rotate+translate+mesh") == "attack"
     assert rule_of("attack_set_sae_eval") == "attack_set"
+    assert rule_of("ball_attack_rotate+translate+mesh") == "ball_attack"
     assert rule_of("eval_squeezedet_tuned-sae_pixel") == "eval"
     assert rule_of("eval_benign_attacked") == "eval_benign_attacked"
     assert rule_of("generate_data") == "generate_data" and rule_of("table1") == "table1"

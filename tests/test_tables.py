@@ -15,9 +15,9 @@ def _eval_dir(path, recall, mAP):
     return path
 
 
-def _attack_dir(path, combo, method, recall, mAP, raised=0.5):
+def _attack_dir(path, combo, method, recall, mAP, raised=0.5, **config):
     _eval_dir(path / "eval", recall, mAP)
-    summary = {"config": {"combo": combo, "method": method}, "examples": 50, "raised": raised}
+    summary = {"config": {"combo": combo, "method": method, **config}, "examples": 50, "raised": raised}
     (path / "summary.json").write_text(json.dumps(summary))
     return path
 
@@ -34,10 +34,23 @@ def test_attack_table_reads_our_numbers_and_quotes_the_paper(tmp_path):
     assert rows[2]["paper_mAP"] is None
     tables.write_table(rows, tables.ATTACK_COLUMNS, tmp_path / "t", "Table 2")
     md = (tmp_path / "t.md").read_text()
-    assert "| rotate+translate+mesh | isfgsm | 50 | 88.0 | 60.0 | -20.0 | 90.0 | 100.0 | 65.9 |" in md
+    # iterative sFGSM's ball is the one its 6 steps reach; no queries were recorded here
+    assert "| rotate+translate+mesh | isfgsm | 6ε | – | 50 | 88.0 | 60.0 | -20.0 | 90.0 | 100.0 | 65.9 |" in md
     with open(tmp_path / "t.csv") as fh:
         got = list(csv.DictReader(fh))
     assert float(got[1]["mAP"]) == 60.0 and got[2]["paper_mAP"] == ""
+    # sFGSM over random search's ball, and a pixel attack: their reach is in the ball column
+    c = _attack_dir(tmp_path / "c", "rotate+translate+mesh", "sfgsm", 80.0, 50.0, radius=6)
+    (tmp_path / "c" / "summary.json").write_text(
+        json.dumps({**json.loads((tmp_path / "c" / "summary.json").read_text()), "queries": 2})
+    )
+    _eval_dir(tmp_path / "p" / "eval", 40.0, 10.0)
+    (tmp_path / "p" / "summary.json").write_text(
+        json.dumps({"config": {"eps": 8 / 255, "steps": 10}, "examples": 50, "raised": 1.0, "queries": 11})
+    )
+    rows = tables.attack_rows(str(benign), [str(c), str(tmp_path / "p")], "moderate")
+    assert (rows[1]["method"], rows[1]["ball"], rows[1]["queries"]) == ("sfgsm", "6ε", 2)
+    assert (rows[2]["method"], rows[2]["ball"], rows[2]["queries"]) == ("pgd", "8/255", 11)
     # another difficulty level is another table
     rows = tables.attack_rows(str(benign), [str(a)], "all")
     assert rows[1]["mAP"] == 30.0

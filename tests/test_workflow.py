@@ -35,6 +35,7 @@ def test_dry_run_builds_the_whole_dag(config, tmp_path):
         "figure2",
         "claims",
         "combos_figure",
+        "ball_attack",  # C8: sFGSM over random search's ball, on the headline combination
     ):
         assert jobs.get(rule) == 1, (rule, jobs)
     assert jobs.get("attack_diagnostics") == 8  # the six singles and the headline, gradient and random
@@ -132,8 +133,11 @@ def test_smoke_run_end_to_end(smoke_reference, tmp_path):
         trained = json.loads(state["config"])
         assert trained["init"].endswith(f"squeezedet/{init}/final.pt"), (recipe, trained["init"])
         assert trained["iterations"] == 2 and trained["rerender"], trained
-    assert "| color | isfgsm | 2 |" in (out / "tables" / "table1.md").read_text()
-    assert "| rotate+translate+mesh | random | 2 |" in (out / "tables" / "baselines.md").read_text()
+    # smoke: 2 steps, so a ball of 2ε and 3 queries; sFGSM over that ball asks 2
+    assert "| color | isfgsm | 2ε | 3 | 2 |" in (out / "tables" / "table1.md").read_text()
+    baselines = (out / "tables" / "baselines.md").read_text()
+    assert "| rotate+translate+mesh | random | 2ε | 3 | 2 |" in baselines
+    assert "| rotate+translate+mesh | sfgsm | 2ε | 2 | 2 |" in baselines
     assert set(json.loads((out / "tables" / "fid.json").read_text())["fid"]) == {"sae", "pixel"}
     assert "s/SAE" in (out / "tables" / "timing.md").read_text()
     claims = json.loads((out / "tables" / "claims.json").read_text())

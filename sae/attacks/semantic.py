@@ -93,6 +93,9 @@ class SemanticConfig:
             number of draws is ``steps`` so the query count matches the gradient attacks.
         radius: per-parameter ball radius in multiples of ε — sFGSM: 1; iterative sFGSM: the
             ball its ``steps`` steps can reach (``steps``); sPGD: 1 (the paper's B(θ0, ε)).
+            sFGSM's one step always goes to its ball's surface (step = radius · ε), so
+            ``method="sfgsm", radius=6`` is sFGSM at 6ε: the gradient's answer over the ball
+            that iterative sFGSM and random search cover.
             None = those defaults.
         step_fraction: sPGD's step as a fraction of ε (1 = the paper's update equation).
         cw_c, cw_lr: semantic C&W's trade-off constant and Adam step (in units of ε).
@@ -124,6 +127,8 @@ class SemanticConfig:
             self.steps = 1 if self.method == "sfgsm" else 6
         if self.steps < 1:
             raise ValueError(f"steps must be ≥ 1, got {self.steps}")
+        if self.radius is not None and not self.radius > 0:
+            raise ValueError(f"radius must be > 0 (a multiple of ε), got {self.radius}")
 
     @property
     def radius_mult(self) -> float:
@@ -181,9 +186,10 @@ def semantic_attack(
     init = editor.zero_theta(scenes, config.params)
     gen = torch.Generator().manual_seed(config.seed)
     with eval_mode(victim):
-        if config.method in ("sfgsm", "isfgsm"):
-            keep = config.method == "isfgsm"
-            return sign_gradient(make, obj, init, eps, project, steps=config.steps, keep_best=keep, callback=callback)
+        if config.method == "sfgsm":  # one step to the ball's surface
+            return sign_gradient(make, obj, init, ball, project, steps=config.steps, callback=callback)
+        if config.method == "isfgsm":
+            return sign_gradient(make, obj, init, eps, project, steps=config.steps, keep_best=True, callback=callback)
         if config.method == "spgd":
             step = {p: e * config.step_fraction for p, e in eps.items()}
             return sign_gradient(make, obj, init, step, project, steps=config.steps, callback=callback)

@@ -7,7 +7,8 @@ threshold — Car 0.7, Pedestrian and Cyclist 0.5 as in KITTI — on the detecti
 that class; AP is its precision averaged over the recall points and recall its recall with up to
 100 detections per image (torchmetrics' ``map`` and ``mar_100``; a test checks that the two
 agree). Overall numbers are the means over the classes present in the targets. Nothing here
-matches boxes by hand.
+matches boxes by hand; :class:`ImageMatches` keeps the library's per-image matches so that a
+bootstrap over images re-accumulates them instead of re-running the evaluation.
 
 KITTI's difficulty levels are honoured the way KITTI's own evaluation does: a ground-truth
 object outside the level (too short, too occluded or too truncated) is *ignored* — it is not a
@@ -81,10 +82,27 @@ def evaluate(
         ``{"recall": %, "mAP": %, "difficulty", "per_class": {name: {"recall", "AP", "objects",
         "iou"}}}`` where ``objects`` counts the objects the level does not ignore.
     """
+    per_class = {}
+    for name, iou, n_obj, p_c, t_c in _per_class(preds, targets, iou_thresholds, classes, difficulty, image_height):
+        ap, rec = coco_ap_recall(p_c, t_c, iou)
+        per_class[name] = {"recall": rec, "AP": ap, "objects": n_obj, "iou": iou}
+    if not per_class:
+        return {"recall": float("nan"), "mAP": float("nan"), "difficulty": difficulty, "per_class": {}}
+    return {
+        "recall": sum(v["recall"] for v in per_class.values()) / len(per_class),
+        "mAP": sum(v["AP"] for v in per_class.values()) / len(per_class),
+        "difficulty": difficulty,
+        "per_class": per_class,
+    }
+
+
+def _per_class(preds, targets, iou_thresholds, classes, difficulty, image_height):
+    """Per class with objects at this level: ``(name, IoU threshold, objects, preds, targets)``,
+    ``preds`` per image ``(boxes, scores)`` (detections below the level's height dropped),
+    ``targets`` per image ``(boxes, ignored)``."""
     thresholds = {**KITTI_IOU, **(iou_thresholds or {})}
     min_h = _level(difficulty)[0] * image_height / KITTI_ROWS
     ignore = [ignored(t, difficulty, image_height) for t in targets]
-    per_class = {}
     for c, name in enumerate(classes):
         n_obj = sum(int(((t["labels"] == c) & ~ig).sum()) for t, ig in zip(targets, ignore, strict=True))
         if n_obj == 0:
@@ -96,28 +114,12 @@ def evaluate(
             mt = t["labels"] == c
             p_c.append((boxes[mp], p["scores"][mp].float()))
             t_c.append((t["boxes"][mt].float().reshape(-1, 4), ig[mt]))
-        ap, rec = coco_ap_recall(p_c, t_c, thresholds[c])
-        per_class[name] = {"recall": rec, "AP": ap, "objects": n_obj, "iou": thresholds[c]}
-    if not per_class:
-        return {"recall": float("nan"), "mAP": float("nan"), "difficulty": difficulty, "per_class": {}}
-    return {
-        "recall": sum(v["recall"] for v in per_class.values()) / len(per_class),
-        "mAP": sum(v["AP"] for v in per_class.values()) / len(per_class),
-        "difficulty": difficulty,
-        "per_class": per_class,
-    }
+        yield name, thresholds[c], n_obj, p_c, t_c
 
 
-def coco_ap_recall(preds, targets, iou: float) -> tuple[float, float]:
-    """COCO AP and recall (%, at most 100 detections per image) of one class at one IoU threshold.
-
-    Args:
-        preds: per image ``(boxes (K, 4) xyxy, scores (K,))``.
-        targets: per image ``(boxes (M, 4) xyxy, ignored (M,) bool)``; ignored objects are COCO
-            crowd regions (a detection on one is neither a hit nor a false positive).
-    """
-    import numpy as np
-    from faster_coco_eval import COCO, COCOeval_faster
+def _coco(preds, targets):
+    """faster-coco-eval ground truth and detections (one category) of per-image lists."""
+    from faster_coco_eval import COCO
 
     def xywh(b: torch.Tensor) -> list[list[float]]:
         b = b.double()
@@ -146,6 +148,21 @@ def coco_ap_recall(preds, targets, iou: float) -> tuple[float, float]:
     categories = [{"id": 1, "name": "object"}]
     gt = COCO({"images": images, "annotations": annotations, "categories": categories})
     dt = COCO({"images": images, "annotations": detections, "categories": categories})
+    return gt, dt, annotations, detections
+
+
+def coco_ap_recall(preds, targets, iou: float) -> tuple[float, float]:
+    """COCO AP and recall (%, at most 100 detections per image) of one class at one IoU threshold.
+
+    Args:
+        preds: per image ``(boxes (K, 4) xyxy, scores (K,))``.
+        targets: per image ``(boxes (M, 4) xyxy, ignored (M,) bool)``; ignored objects are COCO
+            crowd regions (a detection on one is neither a hit nor a false positive).
+    """
+    import numpy as np
+    from faster_coco_eval import COCOeval_faster
+
+    gt, dt, _, _ = _coco(preds, targets)
     ev = COCOeval_faster(gt, dt, iouType="bbox", print_function=lambda *a, **k: None)
     ev.params.iouThrs = np.array([iou], dtype=np.float64)
     ev.evaluate()
@@ -154,3 +171,102 @@ def coco_ap_recall(preds, targets, iou: float) -> tuple[float, float]:
     recall = float(np.asarray(ev.eval["recall"])[0, 0, 0, -1])
     ap = float(precision[precision > -1].mean()) if (precision > -1).any() else -1.0
     return max(ap, 0.0) * 100, max(recall, 0.0) * 100
+
+
+#: Detections kept per image (COCO's largest ``maxDets``).
+_MAX_DETS = 100
+
+
+class ImageMatches:
+    """:func:`evaluate` on any multiset of a fixed list of images, without re-matching boxes.
+
+    faster-coco-eval matches each class's detections to its ground truth once (its
+    ``extra_calc`` match list; KITTI's IoU thresholds, the level's ignored objects as crowd
+    regions, the "all" area range, 100 detections per image). Each image keeps its detections'
+    scores, whether each matched an object and whether that object is ignored, and its count of
+    counted objects; :meth:`metrics` then accumulates COCO's way (detections of the chosen
+    images in their order, a stable sort by score, cumulative true and false positives,
+    monotone precision read at the 101 recall points). Because matching is per image, that is
+    exactly what :func:`evaluate` returns on the repeated images (a test checks equality) — the
+    bootstrap over frames costs milliseconds per resample instead of a COCO evaluation.
+    """
+
+    def __init__(
+        self,
+        preds: list[dict],
+        targets: list[dict],
+        iou_thresholds: dict[int, float] | None = None,
+        classes=DETECTION_CLASSES,
+        difficulty: str = "all",
+        image_height: int = KITTI_ROWS,
+    ):
+        import numpy as np
+        from faster_coco_eval import COCOeval_faster
+
+        self.difficulty, self.images = difficulty, len(preds)
+        self.classes = {}
+        self.recall_points = None  # the library's own (101 points; a last-ulp difference moves AP)
+        for name, iou, _n, p_c, t_c in _per_class(preds, targets, iou_thresholds, classes, difficulty, image_height):
+            gt, dt, annotations, detections = _coco(p_c, t_c)
+            ev = COCOeval_faster(gt, dt, iouType="bbox", print_function=lambda *a, **k: None, extra_calc=True)
+            ev.params.iouThrs = np.array([iou], dtype=np.float64)
+            ev.params.areaRng, ev.params.areaRngLbl, ev.params.maxDets = [[0.0, 1e10]], ["all"], [_MAX_DETS]
+            ev.evaluate()
+            ev.accumulate()
+            self.recall_points = np.asarray(ev.params.recThrs, dtype=np.float64)
+            crowd = {a["id"]: bool(a["iscrowd"]) for a in annotations}
+            matched = {}
+            for pair in ev.eval["matched"]:
+                d, g = pair.split("_", 1)
+                matched[int(d)] = int(g)
+            scores = [[] for _ in range(self.images)]
+            hit = [[] for _ in range(self.images)]
+            skip = [[] for _ in range(self.images)]
+            for d in detections:
+                i, g = d["image_id"] - 1, matched.get(d["id"])
+                scores[i].append(d["score"])
+                hit[i].append(g is not None)
+                skip[i].append(g is not None and crowd[g])
+            per_image = []
+            for i in range(self.images):
+                sc = np.asarray(scores[i], dtype=np.float64)
+                order = np.argsort(-sc, kind="mergesort")[:_MAX_DETS]
+                per_image.append((sc[order], np.asarray(hit[i], bool)[order], np.asarray(skip[i], bool)[order]))
+            counted = np.zeros(self.images, dtype=np.int64)
+            for a in annotations:
+                counted[a["image_id"] - 1] += not a["iscrowd"]
+            self.classes[name] = (per_image, counted)
+
+    def metrics(self, rows=None) -> dict:
+        """``{"recall", "mAP", "per_class": {name: {"recall", "AP"}}}`` (%) over the images
+        ``rows`` (indices, repeats allowed; None = all), as :func:`evaluate` gives them."""
+        import numpy as np
+
+        rows = np.arange(self.images) if rows is None else np.asarray(rows, dtype=np.int64)
+        per_class = {}
+        for name, (per_image, counted) in self.classes.items():
+            positives = int(counted[rows].sum())
+            if positives == 0:
+                continue
+            scores = np.concatenate([per_image[r][0] for r in rows])
+            order = np.argsort(-scores, kind="mergesort")
+            hit = np.concatenate([per_image[r][1] for r in rows])[order]
+            skip = np.concatenate([per_image[r][2] for r in rows])[order]
+            tp = np.cumsum(hit & ~skip).astype(np.float64)
+            fp = np.cumsum(~hit & ~skip).astype(np.float64)
+            if len(tp):
+                rc = tp / positives
+                pr = np.maximum.accumulate((tp / (fp + tp + np.spacing(1)))[::-1])[::-1]
+                at = np.searchsorted(rc, self.recall_points, side="left")
+                q = np.where(at < len(pr), pr[np.minimum(at, len(pr) - 1)], 0.0)
+                ap, rec = float(q.mean()) * 100, float(rc[-1]) * 100
+            else:
+                ap = rec = 0.0
+            per_class[name] = {"recall": rec, "AP": ap}
+        if not per_class:
+            return {"recall": float("nan"), "mAP": float("nan"), "per_class": {}}
+        return {
+            "recall": sum(v["recall"] for v in per_class.values()) / len(per_class),
+            "mAP": sum(v["AP"] for v in per_class.values()) / len(per_class),
+            "per_class": per_class,
+        }

@@ -40,6 +40,39 @@ rule attack:
         "--batch-size {params.batch} --device {params.device} --seed {params.seed} --eval > {log} 2>&1"
 
 
+rule ball_attack:
+    # sFGSM at the ball iterative sFGSM and random search cover (radius `steps` x eps): one
+    # sign step to the ball's surface, C8's gradient attack against random search (see
+    # results/README.md: the paper's eps-sized steps flip sign and stay near theta = 0).
+    input:
+        ckpt=checkpoint(VICTIM),
+    output:
+        summary=results("attacks", "sfgsm-ball", "{combo}", "summary.json"),
+        eval=results("attacks", "sfgsm-ball", "{combo}", "eval", "metrics.json"),
+    params:
+        data=results("data", "eval", "vkitti2"),
+        out=lambda wc, output: str(Path(output.summary).parent),
+        eps=eps_args(),
+        radius=config["attacks"]["steps"],
+        examples=EXAMPLES,
+        batch=config["attacks"]["batch_size"],
+        device=config["device"],
+        seed=config["seed"],
+    threads: JOB_THREADS
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=gpu(),
+    log:
+        results("logs", "ball_attack_{combo}.log"),
+    benchmark:
+        results("benchmarks", "ball_attack_{combo}.tsv")
+    shell:
+        "{SAE} attack --checkpoint {input.ckpt} --data {params.data} --out {params.out} --method sfgsm "
+        "--radius {params.radius} --combo {wildcards.combo} {params.eps} --limit {params.examples} "
+        "--batch-size {params.batch} --device {params.device} --seed {params.seed} --eval > {log} 2>&1"
+
+
 rule pixel_attack:
     input:
         ckpt=checkpoint(VICTIM),
@@ -145,6 +178,7 @@ rule baselines:
     input:
         benign=rules.eval_benign_subset.output,
         grad=results("attacks", config["attacks"]["method"], HEADLINE, "eval", "metrics.json"),
+        ball=results("attacks", "sfgsm-ball", HEADLINE, "eval", "metrics.json"),
         rand=results("attacks", "random", HEADLINE, "eval", "metrics.json"),
         pixel=[results("pixel", m, "eval", "metrics.json") for m in ("fgsm", "pgd")],
     output:
@@ -154,6 +188,7 @@ rule baselines:
         benign=lambda wc, input: str(Path(input.benign[0]).parent),
         attacks=[
             attack_dir(config["attacks"]["method"], HEADLINE),
+            attack_dir("sfgsm-ball", HEADLINE),
             attack_dir("random", HEADLINE),
             results("pixel", "fgsm"),
             results("pixel", "pgd"),
@@ -166,7 +201,7 @@ rule baselines:
         results("benchmarks", "baselines.tsv"),
     shell:
         "{SAE} table attacks --benign {params.benign} --attacks {params.attacks} --paper effectiveness "
-        "--difficulty {params.difficulty} --title 'SAEs vs benign (§5.1), random search at equal queries, pixel attacks' "
+        "--difficulty {params.difficulty} --title 'SAEs vs benign (§5.1), sFGSM over the whole ball vs random search, pixel attacks' "
         "--out {params.stem} > {log} 2>&1"
 
 
