@@ -140,7 +140,8 @@ def attack_rows(benign_eval: str, attack_dirs: list[str], difficulty: str, paper
         cfg = summary["config"]
         combo = cfg.get("combo", "pixel")
         method = cfg.get("method", "pgd" if cfg.get("steps", 1) > 1 else "fgsm")
-        p = paper.get(combo) if method in ("isfgsm", "sfgsm") else None  # the paper ran iterative sFGSM
+        # the paper ran iterative sFGSM (ε steps); sFGSM over a wider ball is not its attack
+        p = paper.get(combo) if method == "isfgsm" or (method == "sfgsm" and _ball(cfg) == "1ε") else None
         rows.append(
             {
                 "combo": combo,

@@ -50,6 +50,7 @@ def test_attack_table_reads_our_numbers_and_quotes_the_paper(tmp_path):
     )
     rows = tables.attack_rows(str(benign), [str(c), str(tmp_path / "p")], "moderate")
     assert (rows[1]["method"], rows[1]["ball"], rows[1]["queries"]) == ("sfgsm", "6ε", 2)
+    assert rows[1]["paper_mAP"] is None  # the paper's number belongs to its own attack
     assert (rows[2]["method"], rows[2]["ball"], rows[2]["queries"]) == ("pgd", "8/255", 11)
     # another difficulty level is another table
     rows = tables.attack_rows(str(benign), [str(a)], "all")
