@@ -126,9 +126,13 @@ def provenance(config: dict, benchmarks: str | os.PathLike, cwd: str | os.PathLi
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(  # tracked files only: a run's own outputs are untracked files
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
-        ).stdout
+        # tracked files only, outside the run's own results folder (a checkout's committed
+        # tables are rewritten by the run that provenance describes)
+        spec = ["git", "status", "--porcelain", "--untracked-files=no"]
+        inside = os.path.relpath(Path(config.get("results", "results")).resolve(), Path(cwd).resolve())
+        if not inside.startswith(".."):
+            spec += ["--", ".", f":(exclude){inside}"]
+        dirty = subprocess.run(spec, cwd=cwd, capture_output=True, text=True).stdout
         commit += " (uncommitted changes)" if dirty.strip() else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown (not a git checkout)"
@@ -153,16 +157,29 @@ def provenance(config: dict, benchmarks: str | os.PathLike, cwd: str | os.PathLi
     total = sum(r["s"] for r in rows)
     lines += ["", f"## Per-rule runtimes ({len(rows)} jobs, {total / 60:.1f} min of job time)", ""]
     if rows:
-        wall = max(r["end"] for r in rows) - min(r["end"] - r["s"] for r in rows)
+        span = max(r["end"] for r in rows) - min(r["end"] - r["s"] for r in rows)
         lines += [
-            f"Wall time from the first job's start to the last job's end: {wall / 60:.1f} min "
-            "(from the benchmark files' times; a resumed run counts its pause).",
+            f"Wall time with jobs running: {busy_time(rows) / 60:.1f} min (the union of the jobs' intervals, "
+            "from the benchmark files' times: a pause between a run and its resumption or a later rerun of "
+            f"some rules does not count); from the first job's start to the last job's end: {span / 60:.1f} min.",
             "",
         ]
     lines += ["| job | seconds | max RSS (MB) |", "|---|---|---|"]
     lines += [f"| {r['job']} | {r['s']:.1f} | {r['max_rss']} |" for r in sorted(rows, key=lambda r: -r["s"])]
     lines += ["", "## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+def busy_time(rows: list[dict]) -> float:
+    """Seconds during which at least one job ran: the length of the union of the intervals
+    ``[end − s, end]`` of :func:`read_benchmarks` rows."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted((r["end"] - r["s"], r["end"]) for r in rows):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return total
 
 
 def read_benchmarks(benchmarks: str | os.PathLike) -> list[dict]:
