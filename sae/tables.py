@@ -140,13 +140,14 @@ def attack_rows(benign_eval: str, attack_dirs: list[str], difficulty: str, paper
         cfg = summary["config"]
         combo = cfg.get("combo", "pixel")
         method = cfg.get("method", "pgd" if cfg.get("steps", 1) > 1 else "fgsm")
+        ball = _ball(cfg)
         # the paper ran iterative sFGSM (ε steps); sFGSM over a wider ball is not its attack
-        p = paper.get(combo) if method == "isfgsm" or (method == "sfgsm" and _ball(cfg) == "1ε") else None
+        p = paper.get(combo) if method == "isfgsm" or (method == "sfgsm" and ball == "1ε") else None
         rows.append(
             {
                 "combo": combo,
                 "method": method,
-                "ball": _ball(cfg),
+                "ball": ball,
                 "queries": summary.get("queries"),
                 "examples": summary["examples"],
                 "recall": m["recall"],

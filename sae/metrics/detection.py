@@ -86,13 +86,16 @@ def evaluate(
     for name, iou, n_obj, p_c, t_c in _per_class(preds, targets, iou_thresholds, classes, difficulty, image_height):
         ap, rec = coco_ap_recall(p_c, t_c, iou)
         per_class[name] = {"recall": rec, "AP": ap, "objects": n_obj, "iou": iou}
+    return {**_class_means(per_class), "difficulty": difficulty, "per_class": per_class}
+
+
+def _class_means(per_class: dict) -> dict:
+    """``{"recall", "mAP"}``: the means over the classes of ``per_class`` (NaN when empty)."""
     if not per_class:
-        return {"recall": float("nan"), "mAP": float("nan"), "difficulty": difficulty, "per_class": {}}
+        return {"recall": float("nan"), "mAP": float("nan")}
     return {
         "recall": sum(v["recall"] for v in per_class.values()) / len(per_class),
         "mAP": sum(v["AP"] for v in per_class.values()) / len(per_class),
-        "difficulty": difficulty,
-        "per_class": per_class,
     }
 
 
@@ -151,6 +154,27 @@ def _coco(preds, targets):
     return gt, dt, annotations, detections
 
 
+#: Detections kept per image (COCO's largest ``maxDets``).
+_MAX_DETS = 100
+
+
+def _coco_evaluated(preds, targets, iou: float, extra_calc: bool = False):
+    """faster-coco-eval's evaluation of per-image lists at one IoU threshold, over the "all" area
+    range with up to 100 detections per image (the only setting read here), evaluated and
+    accumulated; ``extra_calc`` also keeps its list of matched detection/object pairs. Returns
+    ``(COCOeval_faster, annotations, detections)``."""
+    import numpy as np
+    from faster_coco_eval import COCOeval_faster
+
+    gt, dt, annotations, detections = _coco(preds, targets)
+    ev = COCOeval_faster(gt, dt, iouType="bbox", print_function=lambda *a, **k: None, extra_calc=extra_calc)
+    ev.params.iouThrs = np.array([iou], dtype=np.float64)
+    ev.params.areaRng, ev.params.areaRngLbl, ev.params.maxDets = [[0.0, 1e10]], ["all"], [_MAX_DETS]
+    ev.evaluate()
+    ev.accumulate()
+    return ev, annotations, detections
+
+
 def coco_ap_recall(preds, targets, iou: float) -> tuple[float, float]:
     """COCO AP and recall (%, at most 100 detections per image) of one class at one IoU threshold.
 
@@ -160,21 +184,12 @@ def coco_ap_recall(preds, targets, iou: float) -> tuple[float, float]:
             crowd regions (a detection on one is neither a hit nor a false positive).
     """
     import numpy as np
-    from faster_coco_eval import COCOeval_faster
 
-    gt, dt, _, _ = _coco(preds, targets)
-    ev = COCOeval_faster(gt, dt, iouType="bbox", print_function=lambda *a, **k: None)
-    ev.params.iouThrs = np.array([iou], dtype=np.float64)
-    ev.evaluate()
-    ev.accumulate()
+    ev, _, _ = _coco_evaluated(preds, targets, iou)
     precision = np.asarray(ev.eval["precision"])[0, :, 0, 0, -1]  # recall points, all areas, 100 detections
     recall = float(np.asarray(ev.eval["recall"])[0, 0, 0, -1])
     ap = float(precision[precision > -1].mean()) if (precision > -1).any() else -1.0
     return max(ap, 0.0) * 100, max(recall, 0.0) * 100
-
-
-#: Detections kept per image (COCO's largest ``maxDets``).
-_MAX_DETS = 100
 
 
 class ImageMatches:
@@ -201,18 +216,12 @@ class ImageMatches:
         image_height: int = KITTI_ROWS,
     ):
         import numpy as np
-        from faster_coco_eval import COCOeval_faster
 
         self.difficulty, self.images = difficulty, len(preds)
         self.classes = {}
         self.recall_points = None  # the library's own (101 points; a last-ulp difference moves AP)
         for name, iou, _n, p_c, t_c in _per_class(preds, targets, iou_thresholds, classes, difficulty, image_height):
-            gt, dt, annotations, detections = _coco(p_c, t_c)
-            ev = COCOeval_faster(gt, dt, iouType="bbox", print_function=lambda *a, **k: None, extra_calc=True)
-            ev.params.iouThrs = np.array([iou], dtype=np.float64)
-            ev.params.areaRng, ev.params.areaRngLbl, ev.params.maxDets = [[0.0, 1e10]], ["all"], [_MAX_DETS]
-            ev.evaluate()
-            ev.accumulate()
+            ev, annotations, detections = _coco_evaluated(p_c, t_c, iou, extra_calc=True)
             self.recall_points = np.asarray(ev.params.recThrs, dtype=np.float64)
             crowd = {a["id"]: bool(a["iscrowd"]) for a in annotations}
             matched = {}
@@ -263,10 +272,4 @@ class ImageMatches:
             else:
                 ap = rec = 0.0
             per_class[name] = {"recall": rec, "AP": ap}
-        if not per_class:
-            return {"recall": float("nan"), "mAP": float("nan"), "per_class": {}}
-        return {
-            "recall": sum(v["recall"] for v in per_class.values()) / len(per_class),
-            "mAP": sum(v["AP"] for v in per_class.values()) / len(per_class),
-            "per_class": per_class,
-        }
+        return {**_class_means(per_class), "per_class": per_class}
