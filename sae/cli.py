@@ -66,11 +66,21 @@ def deterministic_on_cpu(device: str) -> None:
     indexing (the renderer's per-pixel gathers of θ, the detectors' target gathers) adds float32
     gradients from two threads with atomic adds, so the last bits of a gradient change from run
     to run and a sign-gradient step can flip where a gradient is near zero. The serial kernel
-    costs little at these sizes. CUDA runs are left as they are (see README.md)."""
+    costs little at these sizes. CUDA runs are left as they are (see README.md).
+
+    ``torch.use_deterministic_algorithms`` also imports ``torch._inductor.config`` to set the
+    compiler's flag, which costs about 4 s per process here — more than a smoke-scale job's
+    work; nothing here is compiled, so only the kernels' switch is set, through the call that
+    function makes (the public function where that call is missing)."""
     import torch
 
     if torch.device(device).type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        switch = getattr(torch._C, "_set_deterministic_algorithms", None)
+        if switch is None:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        else:
+            switch(True, warn_only=True)
+        assert torch.are_deterministic_algorithms_enabled()
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -13,6 +13,9 @@ Targets are a list (one per image) of dicts with ``boxes (M, 4)`` float ``(x1, y
 from __future__ import annotations
 
 import abc
+import functools
+import importlib.util
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -83,10 +86,38 @@ def nms_per_image(
     if scores.numel() > pre_nms:
         top = scores.topk(pre_nms).indices
         boxes, scores, labels = boxes[top], scores[top], labels[top]
-    from torchvision.ops import batched_nms  # here, not at the top: torchvision costs seconds per process
-
     keep = batched_nms(boxes.float(), scores.float(), labels, nms_iou)[:max_detections]
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+@functools.cache
+def _nms_op():
+    """torchvision's compiled NMS kernel (``torch.ops.torchvision.nms``).
+
+    Importing the ``torchvision`` package costs about 3 s per process here (``torchvision.ops``
+    imports ``torch._dynamo``), more than a smoke-scale job's whole work; loading only its compiled
+    extension, which registers the kernel with ``torch.ops``, takes milliseconds. Where that
+    library is not found, the package import does the same registration.
+    """
+    spec = importlib.util.find_spec("torchvision")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    libraries = sorted(p for folder in folders for p in Path(folder).glob("_C*") if p.suffix in (".so", ".pyd"))
+    if not hasattr(torch.ops.torchvision, "nms"):
+        try:
+            torch.ops.load_library(str(libraries[0]))
+        except (IndexError, OSError):
+            import torchvision.ops  # noqa: F401  (registers the same kernel)
+    return torch.ops.torchvision.nms
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float) -> torch.Tensor:
+    """Indices of the boxes kept by class-wise NMS, by decreasing score: torchvision's
+    ``batched_nms`` (its coordinate-offset form, which it uses itself for up to 1000 boxes on the
+    CPU): each class's boxes are shifted apart so that boxes of different classes never overlap."""
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    offsets = labels.to(boxes) * (boxes.max() + 1)
+    return _nms_op()(boxes + offsets[:, None], scores, iou)
 
 
 def decode_batch(
