@@ -104,6 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         augment=None if args.no_augment else (json.loads(args.augment) if args.augment else {}),
         min_box_height=args.min_box_height,
+        ema=args.ema,
         device=args.device,
         seed=args.seed,
     )
@@ -574,6 +575,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=12.0,
         help="skip objects shorter than this many px of a 375-row frame (default 12)",
+    )
+    tr.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and "
+        "write it as the trained model; 0 (default) turns it off",
     )
     tr.add_argument("--device", default="cpu")
     tr.add_argument("--seed", type=int, default=0)

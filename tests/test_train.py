@@ -104,12 +104,16 @@ def _interrupt_at(monkeypatch, call: int):
     return original
 
 
-def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(data, tmp_path, monkeypatch):
-    """Resuming from ``last.pt`` restores weights, optimizer moments and every random stream
-    (the sampler's, dropout's), so the result does not depend on where the run was stopped."""
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(data, tmp_path, monkeypatch, ema):
+    """Resuming from ``last.pt`` restores weights, optimizer moments, the weight average and every
+    random stream (the sampler's, dropout's), so the result does not depend on where the run was
+    stopped."""
     from sae.detectors import squeezedet
 
-    cfg = _config(data, iterations=6, checkpoint_every=2, model={"width": 0.25, "dropout": 0.3}, optimizer="adam")
+    cfg = _config(
+        data, iterations=6, checkpoint_every=2, model={"width": 0.25, "dropout": 0.3}, optimizer="adam", ema=ema
+    )
     whole = train(cfg, tmp_path / "whole", progress=False)
     original = _interrupt_at(monkeypatch, 6)  # during step 6, after the checkpoint at step 4
     with pytest.raises(KeyboardInterrupt):
@@ -124,6 +128,9 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(data, tmp_path
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    if ema:  # the average is the model; the last iterate, kept beside it, differs from it
+        assert all(torch.equal(a["last"][k], b["last"][k]) for k in a["last"])
+        assert any(not torch.equal(a["last"][k], a["model"][k]) for k in a["model"])
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert rows == [json.loads(line) for line in (tmp_path / "whole" / "train_log.jsonl").read_text().splitlines()]
@@ -237,3 +244,28 @@ def test_augmentation_moves_boxes_with_the_pixels(seed):
         ys, xs = torch.nonzero(mask & window, as_tuple=True)
         extent = torch.tensor([xs.min(), ys.min(), xs.max(), ys.max()], dtype=torch.float32)
         assert (extent - box).abs().max() <= 1.5, (extent, box)
+
+
+def test_the_weight_average_follows_its_recurrence():
+    """Float entries move by ``d·avg + (1 − d)·current`` with the ramped ``d``; integer
+    entries (batch norm's step counter) are copied; a decay outside (0, 1) is refused."""
+    from sae.detectors.train import WeightAverage
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    average = WeightAverage(net, 0.5)
+    expected = {k: v.clone() for k, v in net.state_dict().items()}
+    for step in range(4):
+        net.train()(torch.randn(5, 3))  # moves the running statistics and the counter
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        average.update(net, step)
+        d = min(0.5, (1 + step) / (10 + step))
+        for k, v in net.state_dict().items():
+            expected[k] = d * expected[k] + (1 - d) * v if v.dtype.is_floating_point else v.clone()
+    for k, v in expected.items():
+        assert torch.allclose(average.state[k], v, rtol=0, atol=1e-6), k
+    assert int(average.state["1.num_batches_tracked"]) == 4
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(net, 1.0)

@@ -63,6 +63,7 @@ SINGLES = {"color", "weather", "foliage", "rotate", "translate", "mesh"}
         (("attacks", "eps", "mesh"), -0.025, "mesh"),
         (("attacks", "steps"), "six", "steps"),
         (("detectors", "squeezedet", "pretrain", "lr"), 0, "lr"),
+        (("detectors", "squeezedet", "pretrain", "ema"), 1.0, "ema"),
         (("metrics", "difficulty"), "medium", "difficulty"),
     ],
 )
@@ -80,6 +81,21 @@ def test_malformed_config_fails_before_any_job_naming_the_key(path, value, key, 
     assert "error validating config" in proc.output.lower()
     assert key in proc.output
     assert not (tmp_path / "results").exists()
+
+
+def test_a_schedule_ema_reaches_only_its_training_job(tmp_path):
+    """``ema`` in one schedule becomes that job's ``--ema``; schedules without it are unchanged."""
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    cfg["detectors"]["squeezedet"]["pretrain"]["ema"] = 0.99
+    cfg["results"] = str(tmp_path / "results")
+    path = tmp_path / "ema.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = _snakemake("-n", "-p", "--configfile", str(path))
+    assert proc.returncode == 0, proc.output[-3000:]
+    train = [line for line in proc.output.splitlines() if " -m sae train " in line]
+    with_ema = [line for line in train if "--ema 0.99" in line]
+    assert len(with_ema) == 1 and "--out " + str(tmp_path / "results/models/squeezedet/pretrain") in with_ema[0], train
+    assert len(train) > 1 and all("--ema" not in line for line in train if line not in with_ema)
 
 
 def test_missing_key_is_named(tmp_path):

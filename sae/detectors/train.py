@@ -46,6 +46,9 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints.
         augment: :class:`~sae.detectors.data.Augment` fields (``{}`` = its defaults: zoom-crop,
             flip, photometric jitter), or None for no augmentation.
+        ema: decay of an exponential moving average of the weights (and of batch-norm
+            statistics), ramped as ``min(ema, (1 + step) / (10 + step))``; the final checkpoint
+            then holds the average (:class:`WeightAverage`). 0 turns it off.
         min_box_height: objects shorter than this, in px of a 375-row frame (KITTI's unit; scaled
             to the working height), are not training targets (KITTI evaluates none under 25).
         device, seed, workers: where, which random stream, data-loading processes.
@@ -66,6 +69,7 @@ class TrainConfig:
     model: dict = field(default_factory=dict)
     checkpoint_every: int = 500
     augment: dict | None = field(default_factory=dict)
+    ema: float = 0.0
     min_box_height: float = 12.0
     device: str = "cpu"
     seed: int = 0
@@ -80,19 +84,27 @@ def build_detector(name: str, size: tuple[int, int], model: dict | None = None):
 
 
 def save_checkpoint(
-    path: Path, model, optimizer, step: int, config: TrainConfig, rng: dict[str, torch.Tensor] | None = None
+    path: Path,
+    model,
+    optimizer,
+    step: int,
+    config: TrainConfig,
+    rng: dict[str, torch.Tensor] | None = None,
+    extra: dict | None = None,
 ) -> None:
-    """Write ``path`` atomically: weights, optimizer state, ``step`` (steps done), the config and,
-    for a checkpoint to resume from, ``rng`` — the random streams' states (``uint8`` tensors, see
-    :func:`_rng_state`) so that the resumed run draws what the uninterrupted one would have."""
+    """Write ``path`` atomically: weights (``model``: a module or a state dict), optimizer state,
+    ``step`` (steps done), the config and, for a checkpoint to resume from, ``rng`` — the random
+    streams' states (``uint8`` tensors, see :func:`_rng_state`) so that the resumed run draws what
+    the uninterrupted one would have — and ``extra`` entries (the weight average's state)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
-        "model": model.state_dict(),
+        "model": model if isinstance(model, dict) else model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
         "step": step,
         "config": json.dumps(dataclasses.asdict(config)),
         "rng": rng or {},
+        **(extra or {}),
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -145,6 +157,34 @@ def _load_weights(model, source, path: Path, what: str) -> None:
         model.load_state_dict(source.state_dict())
     except RuntimeError as exc:
         raise ValueError(f"{path}: {what} does not fit this run's model ({_first_line(exc)})") from exc
+
+
+class WeightAverage:
+    """An exponential moving average of a model's state (Polyak averaging, as YOLOv5's ModelEMA
+    and TensorFlow's ExponentialMovingAverage keep it): after every optimiser step each floating
+    entry of the state dict (weights and batch-norm statistics) moves towards the model's,
+    ``avg ← d·avg + (1 − d)·current`` with ``d = min(decay, (1 + step) / (10 + step))``, so the
+    first steps are not frozen into it; integer entries (step counters) are copied."""
+
+    def __init__(self, model, decay: float, state: dict[str, torch.Tensor] | None = None):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        current = model.state_dict()
+        source = state if state is not None else current
+        if set(source) != set(current):
+            raise ValueError("the weight average's entries do not match the model's")
+        self.state = {k: source[k].detach().clone().to(v.device) for k, v in current.items()}
+
+    @torch.no_grad()
+    def update(self, model, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            avg = self.state[k]
+            if avg.dtype.is_floating_point:
+                avg.mul_(d).add_(v.detach(), alpha=1.0 - d)
+            else:
+                avg.copy_(v)
 
 
 class _Mixture:
@@ -210,6 +250,7 @@ def train(config: TrainConfig, out: str | os.PathLike, progress: bool = True) ->
     mixture = _Mixture(datasets, [w for _, w in config.data], config.seed + 7919, augment)
     start = 0
     last = out / "last.pt"
+    average = WeightAverage(model, config.ema) if config.ema else None
     state = _resumable(last, config)
     if state is None:
         (out / "train_log.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
@@ -221,6 +262,10 @@ def train(config: TrainConfig, out: str | os.PathLike, progress: bool = True) ->
             why = _first_line(exc)
             raise ValueError(f"{last}: the checkpoint to resume from does not fit this run ({why})") from exc
         start = int(state["step"])
+        if config.ema:
+            if "ema" not in state:
+                raise ValueError(f"{last}: the checkpoint to resume from holds no weight average")
+            average = WeightAverage(model, config.ema, state["ema"])
         _set_rng_state(state["rng"], mixture, device)
         _truncate_log(out / "train_log.jsonl", start)
         print(f"resuming from {last} at step {start} of {config.iterations}", file=sys.stderr, flush=True)
@@ -252,6 +297,8 @@ def train(config: TrainConfig, out: str | os.PathLike, progress: bool = True) ->
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         optimizer.step()
+        if average is not None:
+            average.update(model, step)
         values = {k: v.item() for k, v in terms.items()}
         log.append({"step": step + 1, **values})
         bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
@@ -259,10 +306,14 @@ def train(config: TrainConfig, out: str | os.PathLike, progress: bool = True) ->
             # The log first: a kill between the two leaves rows past the checkpoint, which a
             # resume drops (_truncate_log); the other order could lose rows the checkpoint holds.
             _flush_log(out, log)
-            save_checkpoint(last, model, optimizer, step + 1, config, _rng_state(mixture, device))
+            extra = {"ema": average.state} if average is not None else None
+            save_checkpoint(last, model, optimizer, step + 1, config, _rng_state(mixture, device), extra)
     _flush_log(out, log)
     final = out / "final.pt"
-    save_checkpoint(final, model, optimizer, config.iterations, config)
+    if average is None:
+        save_checkpoint(final, model, optimizer, config.iterations, config)
+    else:  # the average is the trained model; the last iterate is kept beside it
+        save_checkpoint(final, average.state, optimizer, config.iterations, config, extra={"last": model.state_dict()})
     timing = {"seconds": time.time() - t0, "steps": config.iterations - start, "resumed_from": start}
     write_text(out / "train_time.json", json.dumps(timing) + "\n")
     last.unlink(missing_ok=True)

@@ -85,6 +85,7 @@ def train_args(detector, stage):
         f"--batch-size {t['batch_size']} --optimizer {t['optimizer']} --lr {t['lr']} --warmup {t['warmup']} "
         f"--model {json_arg(c['model'])} --checkpoint-every {t['checkpoint_every']} "
         f"--device {config['device']} --seed {config['seed']}"
+        + (f" --ema {t['ema']}" if t.get("ema") else "")
     )
 
 
