@@ -99,14 +99,15 @@ def _nms_op():
     extension, which registers the kernel with ``torch.ops``, takes milliseconds. Where that
     library is not found, the package import does the same registration.
     """
+    if hasattr(torch.ops.torchvision, "nms"):  # torchvision already imported in this process
+        return torch.ops.torchvision.nms
     spec = importlib.util.find_spec("torchvision")
     folders = list(spec.submodule_search_locations or []) if spec is not None else []
     libraries = sorted(p for folder in folders for p in Path(folder).glob("_C*") if p.suffix in (".so", ".pyd"))
-    if not hasattr(torch.ops.torchvision, "nms"):
-        try:
-            torch.ops.load_library(str(libraries[0]))
-        except (IndexError, OSError):
-            import torchvision.ops  # noqa: F401  (registers the same kernel)
+    try:
+        torch.ops.load_library(str(libraries[0]))
+    except (IndexError, OSError):
+        import torchvision.ops  # noqa: F401  (registers the same kernel)
     return torch.ops.torchvision.nms
 
 
