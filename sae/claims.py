@@ -186,7 +186,7 @@ def _queries(eval_dir: Path) -> int:
 
 
 def _combo(name: str) -> str:
-    from sae.scene.editor import parse_combo
+    from sae.constants import parse_combo
 
     return "+".join(parse_combo(name))
 

@@ -119,9 +119,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from sae.detectors.evaluate import evaluate_folder
     from sae.detectors.train import load_checkpoint
 
+    outs = args.out or [None] * len(args.data)
+    if len(outs) != len(args.data):
+        raise ValueError(f"--out names {len(outs)} folders for {len(args.data)} --data folders: give one per folder")
+    if args.figure and len(args.data) > 1:
+        raise ValueError("--figure draws one folder's detections: give it with a single --data folder")
     model, state = load_checkpoint(args.checkpoint, args.device)
     size = tuple(json.loads(state["config"])["size"])
-    evaluate_folder(model, args.data, size, args.out, args.rerender, args.limit, args.device, args.figure)
+    for data, out in zip(args.data, outs, strict=True):
+        evaluate_folder(model, data, size, out, args.rerender, args.limit, args.device, args.figure)
     return 0
 
 
@@ -590,16 +596,28 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         help="recall and mAP of a checkpoint on a VKITTI2/KITTI folder (KITTI IoU thresholds)",
         description="Detect on every frame of a folder and report recall and AP per class at KITTI's IoU "
-        "thresholds (Car 0.7, Pedestrian and Cyclist 0.5) and difficulty levels, computed with torchmetrics; "
-        "--out stores the raw detections (for `sae metrics`) and KITTI result files.",
+        "thresholds (Car 0.7, Pedestrian and Cyclist 0.5) and difficulty levels, computed with faster-coco-eval "
+        "(torchmetrics' backend); --out stores the raw detections (for `sae metrics`) and KITTI result files.",
     )
     ev.add_argument("--checkpoint", required=True)
-    ev.add_argument("--data", required=True)
-    ev.add_argument("--rerender", action="store_true", help="use γ(IR) images of a VKITTI2 folder")
     ev.add_argument(
-        "--out", default=None, help="folder for metrics.json, the raw detections.npz and KITTI result files (kitti/)"
+        "--data",
+        required=True,
+        nargs="+",
+        help="one or more folders, each evaluated on its own (one process loads the detector once)",
     )
-    ev.add_argument("--limit", type=int, default=None, help="evaluate N frames spread evenly over the folder")
+    ev.add_argument(
+        "--rerender", action="store_true", help="use γ(IR) images of VKITTI2 folders (KITTI folders are read as stored)"
+    )
+    ev.add_argument(
+        "--out",
+        default=None,
+        nargs="+",
+        help="per --data folder, a folder for its metrics.json, raw detections.npz and KITTI result files (kitti/)",
+    )
+    ev.add_argument(
+        "--limit", type=int, default=None, help="evaluate N frames spread evenly over each folder (all if it has ≤ N)"
+    )
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--figure", default=None, help="also draw detections on the first frames to this PNG")
     ev.set_defaults(func=cmd_eval)

@@ -44,10 +44,10 @@ def _kind(default) -> tuple[type, ...] | None:
 
 
 def _check_model(name: str, model: dict) -> None:
-    from sae.detectors.train import DETECTORS
+    from sae.detectors.configs import MODEL_CONFIGS
 
     key = f"detectors.{name}.model"
-    _cls, cfg_cls = DETECTORS[name]
+    cfg_cls = MODEL_CONFIGS[name]
     fields = {f.name: f for f in dataclasses.fields(cfg_cls) if f.name not in _SET_BY_WORKFLOW}
     for option, value in model.items():
         if option not in fields:
@@ -75,7 +75,7 @@ def _check_model(name: str, model: dict) -> None:
 
 
 def _check_combo(key: str, combo: str) -> None:
-    from sae.scene.editor import parse_combo
+    from sae.constants import parse_combo
 
     parts = [p.strip() for p in combo.split("+")]
     twice = sorted({p for p in parts if parts.count(p) > 1})
@@ -88,7 +88,7 @@ def _check_combo(key: str, combo: str) -> None:
 
 
 def _canonical(combo: str) -> tuple[str, ...]:
-    from sae.scene.editor import parse_combo
+    from sae.constants import parse_combo
 
     return parse_combo(combo)
 

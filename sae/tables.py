@@ -8,7 +8,6 @@ eval``, ``summary.json`` of ``sae attack``); the paper's numbers are quoted from
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import os
@@ -99,14 +98,9 @@ def _ball(cfg: dict) -> str | None:
     """An attack's reach as its summary's config gives it: the semantic ball's radius in
     multiples of ε (``6ε``), or the pixel ℓ∞ radius in 1/255 units (``8/255``)."""
     if "combo" in cfg:
-        from sae.attacks.semantic import SemanticConfig
+        from sae.constants import ball_multiple
 
-        known = {f.name for f in dataclasses.fields(SemanticConfig)}
-        try:
-            radius = SemanticConfig(**{k: v for k, v in cfg.items() if k in known}).radius_mult
-        except (TypeError, ValueError, KeyError):
-            return None
-        return f"{radius:g}ε"
+        return f"{ball_multiple(cfg.get('method', 'isfgsm'), cfg.get('steps'), cfg.get('radius')):g}ε"
     if "eps" in cfg:
         return f"{cfg['eps'] * 255:.3g}/255"
     return None
@@ -115,7 +109,7 @@ def _ball(cfg: dict) -> str | None:
 def attack_rows(benign_eval: str, attack_dirs: list[str], difficulty: str, paper: dict | None = None) -> list[dict]:
     """One row for the benign images and one per attack folder (its ``summary.json`` and the
     ``eval/metrics.json`` that ``sae eval`` wrote for its data set)."""
-    from sae.scene.editor import parse_combo
+    from sae.constants import parse_combo
 
     paper = {(k if k == "benign" else "+".join(parse_combo(k))): v for k, v in (paper or {}).items()}
     base = metrics_at(benign_eval, difficulty)

@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from sae.figures import pyplot, save_figure
 
@@ -31,6 +30,7 @@ def benign_vs_sae(
 ) -> Path:
     """The ``n`` examples whose loss rose most: benign γ(IR) | SAE, each with the victim's
     detections in the paper's colours."""
+    import torch
     import torch.nn.functional as F
 
     from sae.attacks.runner import _slug, ir_frames

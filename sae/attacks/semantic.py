@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from sae.attacks.core import AttackResult, carlini_wagner, random_search, sign_gradient
+from sae.constants import ball_multiple, default_steps
 from sae.render.renderer import render
 from sae.scene import editor
 from sae.scene.editor import PAPER_EPS, EditorConfig, parse_combo
@@ -124,7 +125,7 @@ class SemanticConfig:
         if missing:
             raise KeyError(f"no ε for {missing}")
         if self.steps is None:
-            self.steps = 1 if self.method == "sfgsm" else 6
+            self.steps = default_steps(self.method)
         if self.steps < 1:
             raise ValueError(f"steps must be ≥ 1, got {self.steps}")
         if self.radius is not None and not self.radius > 0:
@@ -132,11 +133,7 @@ class SemanticConfig:
 
     @property
     def radius_mult(self) -> float:
-        if self.radius is not None:
-            return float(self.radius)
-        return {"sfgsm": 1.0, "isfgsm": float(self.steps), "spgd": 1.0, "cw": float(self.steps)}.get(
-            self.method, float(self.steps)
-        )
+        return ball_multiple(self.method, self.steps, self.radius)
 
     def ball(self) -> dict[str, float]:
         """Per-parameter radius of the ε-ball."""

@@ -10,8 +10,6 @@ regression and class cross-entropy, returned term by term.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,46 +24,7 @@ from sae.detectors.base import (
     elementwise_iou,
     reduce_loss,
 )
-
-#: SqueezeDet's KITTI anchor shapes (width, height) in pixels at 1242×375.
-KITTI_ANCHORS = ((36, 37), (366, 174), (115, 59), (162, 87), (38, 90), (258, 173), (224, 108), (78, 170), (72, 43))
-KITTI_SIZE = (375, 1242)
-
-
-@dataclass
-class SqueezeDetConfig:
-    """Hyper-parameters (the original's defaults).
-
-    Attributes:
-        image_size: ``(height, width)`` the model is built for (anchors are scaled to it).
-        num_classes: detection classes.
-        width: channel multiplier of every layer (1.0 = the original).
-        anchors: 9 anchor shapes ``(w, h)`` in pixels at ``image_size``; None = KITTI's, scaled.
-        dropout: before ConvDet.
-        batch_norm: add batch normalisation after every convolution (not in the original; it
-            makes training from scratch, as we must without downloadable weights, much faster).
-        loss weights: box 5, positive confidence 75, negative confidence 100, class 1.
-        delta_clip: largest |log| width/height delta decoded (numerical safety).
-    """
-
-    image_size: tuple[int, int] = KITTI_SIZE
-    num_classes: int = 3
-    width: float = 1.0
-    anchors: tuple | None = None
-    dropout: float = 0.5
-    w_bbox: float = 5.0
-    w_conf_pos: float = 75.0
-    w_conf_neg: float = 100.0
-    w_class: float = 1.0
-    delta_clip: float = 4.0
-    batch_norm: bool = False
-    extra: dict = field(default_factory=dict)
-
-    def anchor_shapes(self) -> tuple:
-        if self.anchors is not None:
-            return tuple(tuple(a) for a in self.anchors)
-        sy, sx = self.image_size[0] / KITTI_SIZE[0], self.image_size[1] / KITTI_SIZE[1]
-        return tuple((w * sx, h * sy) for w, h in KITTI_ANCHORS)
+from sae.detectors.configs import KITTI_ANCHORS, KITTI_SIZE, SqueezeDetConfig  # noqa: F401 (re-exported)
 
 
 def _norm(channels: int, on: bool) -> nn.Module:

@@ -26,13 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
+from sae.constants import OBJECT_PARAMETERS, PAPER_EPS, PARAMETERS, parse_combo  # noqa: F401 (re-exported)
 from sae.scene.ffd import MAX_OFFSET, NUM_CONTROL, bottom_layer_mask
 from sae.scene.ir import FOLIAGE_RANGE, WEATHER_RANGE, Scene
-
-PARAMETERS = ("color", "weather", "foliage", "rotate", "translate", "mesh")
-#: The paper's per-step ε (§4.2).
-PAPER_EPS = {"color": 0.05, "weather": 0.25, "foliage": 0.10, "rotate": 0.01, "translate": 0.01, "mesh": 0.025}
-OBJECT_PARAMETERS = ("color", "rotate", "translate", "mesh")
 
 
 @dataclass(frozen=True)
@@ -50,15 +46,6 @@ class EditorConfig:
     rotate_unit_rad: float = math.pi
     min_depth_m: float = 3.0
     clearance_m: float = 0.1
-
-
-def parse_combo(combo: str) -> tuple[str, ...]:
-    """``"translate+rotate+mesh"`` → the parameters in DESIGN order; errors name a bad part."""
-    parts = [p.strip() for p in combo.split("+") if p.strip()]
-    bad = [p for p in parts if p not in PARAMETERS]
-    if bad or not parts:
-        raise ValueError(f"bad combination {combo!r}: unknown {bad or 'empty'}; parameters are {', '.join(PARAMETERS)}")
-    return tuple(p for p in PARAMETERS if p in parts)
 
 
 def theta_shape(scene: Scene, name: str) -> tuple[int, ...]:

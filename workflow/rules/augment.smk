@@ -18,7 +18,6 @@ wildcard_constraints:
     kind="sae|pixel",
     split="eval|augment",
     recipe="|".join(RECIPES),
-    valset="|".join(VALIDATION_SETS),
 
 
 def set_dir(kind, split):
@@ -117,35 +116,34 @@ rule augment:
         "{SAE} train {params.args} --rerender --init {input.init} --data {params.data} --out {params.out} > {log} 2>&1"
 
 
-def valset_input(wc):
-    return data_manifest() if wc.valset == "benign" else results("sets", wc.valset, "eval", "summary.json")
-
-
-def valset_args(wc):
-    if wc.valset == "benign":
-        return f"--data {results('data', 'eval', 'vkitti2')} --rerender {set_limit('eval')}"
-    return f"--data {set_data(wc.valset, 'eval')}" + (" --rerender" if wc.valset == "sae" else "")
+def valset_data(valset):
+    return results("data", "eval", "vkitti2") if valset == "benign" else set_data(valset, "eval")
 
 
 rule eval_model:
+    # One process per model evaluates it on every validation set (the detector loaded once):
+    # the benign split and the SAE set as γ of their IRs, the pixel set as its stored PNGs.
     input:
         ckpt=lambda wc: model_checkpoint(wc.detector, wc.recipe),
-        valset=valset_input,
+        benign=data_manifest(),
+        sets=[results("sets", v, "eval", "summary.json") for v in VALIDATION_SETS if v != "benign"],
     output:
-        results("eval", "{detector}", "{recipe}", "{valset}", "metrics.json"),
+        [results("eval", "{detector}", "{recipe}", v, "metrics.json") for v in VALIDATION_SETS],
     params:
-        data=valset_args,
-        out=lambda wc, output: str(Path(output[0]).parent),
+        data=" ".join(valset_data(v) for v in VALIDATION_SETS),
+        out=lambda wc, output: " ".join(str(Path(o).parent) for o in output),
+        limit=set_limit("eval"),
         device=config["device"],
     resources:
         mem_mb=4000,
         runtime=60,
     log:
-        results("logs", "eval_{detector}_{recipe}_{valset}.log"),
+        results("logs", "eval_{detector}_{recipe}.log"),
     benchmark:
-        results("benchmarks", "eval_{detector}_{recipe}_{valset}.tsv")
+        results("benchmarks", "eval_{detector}_{recipe}.tsv")
     shell:
-        "{SAE} eval --checkpoint {input.ckpt} {params.data} --device {params.device} --out {params.out} > {log} 2>&1"
+        "{SAE} eval --checkpoint {input.ckpt} --data {params.data} --rerender {params.limit} "
+        "--device {params.device} --out {params.out} > {log} 2>&1"
 
 
 def model_evals(detector, recipes):

@@ -21,7 +21,7 @@ def size_arg(size):
 
 def work_size():
     """The working [width, height]: the config's, or the data scale's own."""
-    from sae.data.generate import SCALES
+    from sae.data.scales import SCALES
 
     if config["data"]["size"]:
         return list(config["data"]["size"])
@@ -45,7 +45,7 @@ wildcard_constraints:
 def all_combos():
     from itertools import combinations
 
-    from sae.scene.editor import PARAMETERS
+    from sae.constants import PARAMETERS
 
     return ["+".join(c) for k in range(1, len(PARAMETERS) + 1) for c in combinations(PARAMETERS, k)]
 
@@ -56,7 +56,7 @@ def attack_combos():
 
 
 def canonical_combo(combo):
-    from sae.scene.editor import parse_combo
+    from sae.constants import parse_combo
 
     return "+".join(parse_combo(combo))
 
