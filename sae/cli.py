@@ -572,7 +572,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerender", action="store_true", help="use γ(IR) images of VKITTI2 folders (identity re-rendered)"
     )
     tr.add_argument("--init", default=None, help="checkpoint to start from")
-    tr.add_argument("--model", default=None, help="detector options as JSON, e.g. '{\"width\": 0.5}'")
+    tr.add_argument(
+        "--model",
+        default=None,
+        help='detector options as JSON, e.g. \'{"width": 0.5}\'; \'{"anchors": "kmeans"}\' fits the anchor shapes '
+        "to the training boxes (with --init: keeps the initial checkpoint's)",
+    )
     tr.add_argument("--checkpoint-every", type=int, default=500)
     tr.add_argument("--augment", default=None, help='augmentation options as JSON, e.g. \'{"zoom": 1.5, "flip": 0.5}\'')
     tr.add_argument("--no-augment", action="store_true", help="train on the frames as they are")

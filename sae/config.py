@@ -44,7 +44,7 @@ def _kind(default) -> tuple[type, ...] | None:
 
 
 def _check_model(name: str, model: dict) -> None:
-    from sae.detectors.configs import MODEL_CONFIGS
+    from sae.detectors.configs import FIT_ANCHORS, MODEL_CONFIGS
 
     key = f"detectors.{name}.model"
     cfg_cls = MODEL_CONFIGS[name]
@@ -55,6 +55,8 @@ def _check_model(name: str, model: dict) -> None:
                 f"{key}.{option}", f"not an option of {cfg_cls.__name__}; options are {', '.join(sorted(fields))}"
             )
         f = fields[option]
+        if option == "anchors" and value == FIT_ANCHORS:
+            continue
         if f.default is not dataclasses.MISSING:
             kinds = _kind(f.default)
         elif f.default_factory is not dataclasses.MISSING:

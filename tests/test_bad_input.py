@@ -115,6 +115,7 @@ MALFORMED = [
     ((*SQZ, "model", "batch_norm"), "yes", "detectors.squeezedet.model.batch_norm"),
     ((*YOLO, "model", "image_size"), [94, 310], "detectors.yolov3.model.image_size"),
     ((*YOLO, "model", "depth"), 0, "detectors.yolov3.model.depth"),
+    ((*SQZ, "model", "anchors"), "k-means", "detectors.squeezedet.model.anchors"),
     (("detectors",), {"yolov3": {"model": {}, "pretrain": _SCHEDULE, "finetune": _SCHEDULE}}, "attacks.victim"),
     (("attacks", "combos"), ["rotate+rotate"], "attacks.combos[0]"),
     (("attacks", "combos"), ["translate+rotate", "rotate+translate"], "attacks.combos[1]"),
@@ -136,6 +137,10 @@ def test_the_unmodified_configs_pass_the_checks():
         cfg = yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
         validate(cfg, str(SCHEMA))
         check_config(cfg)
+        for spec in cfg["detectors"].values():  # anchors: shapes, null or fitted by training
+            for anchors in ([[10, 20]] * 9, None, "kmeans"):
+                spec["model"]["anchors"] = anchors
+                check_config(cfg)
 
 
 @pytest.mark.parametrize("path, value, key", MALFORMED, ids=lambda v: ".".join(v) if isinstance(v, tuple) else None)

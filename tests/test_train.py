@@ -269,3 +269,36 @@ def test_the_weight_average_follows_its_recurrence():
     assert int(average.state["1.num_batches_tracked"]) == 4
     with pytest.raises(ValueError, match="decay"):
         WeightAverage(net, 1.0)
+
+
+def test_fitted_anchors_are_the_training_boxes_shapes_and_fine_tuning_keeps_them(data, tmp_path):
+    from sae.detectors.configs import SqueezeDetConfig
+    from sae.detectors.train import fit_anchors
+
+    ds = DetectionDataset(data / "finetune" / "vkitti2", (94, 310), min_height=3.0)
+    wh = torch.cat([(t["boxes"][:, 2:] - t["boxes"][:, :2]) for t in (ds[i][1] for i in range(len(ds)))])
+    anchors = torch.tensor(fit_anchors([ds], k=3))
+    assert anchors.shape == (3, 2) and (anchors[1:].prod(1) >= anchors[:-1].prod(1)).all()  # small to large
+    # every anchor is the median shape of the boxes nearest it, so it lies within their range
+    assert (anchors >= wh.min(0).values - 1e-4).all() and (anchors <= wh.max(0).values + 1e-4).all()
+
+    def inter_over_union(a, b):
+        inter = torch.minimum(a[:, None], b[None]).prod(-1)
+        return inter / (a.prod(-1)[:, None] + b.prod(-1)[None] - inter)
+
+    kitti = torch.tensor(SqueezeDetConfig(image_size=(94, 310)).anchor_shapes())
+    nine = torch.tensor(fit_anchors([ds]))
+    # fitted shapes cover the boxes better than KITTI's scaled ones (the point of fitting them)
+    assert inter_over_union(wh, nine).max(1).values.mean() > inter_over_union(wh, kitti).max(1).values.mean()
+
+    model = {"width": 0.25, "dropout": 0.0, "anchors": "kmeans"}
+    pre = train(_config(data, iterations=2, model=model), tmp_path / "pre", progress=False)
+    stored = json.loads(torch.load(pre, weights_only=True)["config"])["model"]["anchors"]
+    assert torch.allclose(torch.tensor(stored), nine, atol=1e-3)
+    net, _ = load_checkpoint(pre)
+    assert torch.allclose(torch.tensor(net.anchor_shapes).double(), nine.double(), atol=1e-3)
+    # fine-tuning from it on other data keeps the anchors its head was trained for
+    tuned_config = _config(data / "other", iterations=2, model=model, init=str(pre))
+    tuned_config.data = [(str(data / "pretrain" / "kitti"), 1.0)]
+    tuned = train(tuned_config, tmp_path / "tuned", progress=False)
+    assert json.loads(torch.load(tuned, weights_only=True)["config"])["model"]["anchors"] == stored

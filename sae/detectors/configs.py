@@ -5,6 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: The ``anchors`` value that asks ``sae train`` to fit the 9 anchor shapes to its training boxes
+#: (k-means with 1 − IoU distance); the checkpoint then stores the fitted shapes.
+FIT_ANCHORS = "kmeans"
+
+
+def _unfitted(anchors) -> None:
+    if anchors == FIT_ANCHORS:
+        raise ValueError(f"anchors {FIT_ANCHORS!r} are fitted to the training boxes by sae train: give shapes to build")
+
+
 #: SqueezeDet's KITTI anchor shapes (width, height) in pixels at 1242×375.
 KITTI_ANCHORS = ((36, 37), (366, 174), (115, 59), (162, 87), (38, 90), (258, 173), (224, 108), (78, 170), (72, 43))
 KITTI_SIZE = (375, 1242)
@@ -18,7 +28,8 @@ class SqueezeDetConfig:
         image_size: ``(height, width)`` the model is built for (anchors are scaled to it).
         num_classes: detection classes.
         width: channel multiplier of every layer (1.0 = the original).
-        anchors: 9 anchor shapes ``(w, h)`` in pixels at ``image_size``; None = KITTI's, scaled.
+        anchors: 9 anchor shapes ``(w, h)`` in pixels at ``image_size``; None = KITTI's, scaled;
+            ``"kmeans"`` = fitted to the training boxes by ``sae train`` (:data:`FIT_ANCHORS`).
         dropout: before ConvDet.
         batch_norm: add batch normalisation after every convolution (not in the original; it
             makes training from scratch, as we must without downloadable weights, much faster).
@@ -40,6 +51,7 @@ class SqueezeDetConfig:
     extra: dict = field(default_factory=dict)
 
     def anchor_shapes(self) -> tuple:
+        _unfitted(self.anchors)
         if self.anchors is not None:
             return tuple(tuple(a) for a in self.anchors)
         sy, sx = self.image_size[0] / KITTI_SIZE[0], self.image_size[1] / KITTI_SIZE[1]
@@ -63,7 +75,8 @@ class YOLOv3Config:
         width: channel multiplier of every layer (1.0 = Darknet-53's 32 … 1024).
         depth: multiplier on the residual block counts 1, 2, 8, 8, 4 (at least one block per stage).
         anchors: 9 anchor shapes ``(w, h)`` in pixels at ``image_size``, small to large (3 per
-            scale, strides 8, 16, 32); None = YOLOv3's COCO anchors scaled from 416×416.
+            scale, strides 8, 16, 32); None = YOLOv3's COCO anchors scaled from 416×416;
+            ``"kmeans"`` = fitted to the training boxes by ``sae train`` (:data:`FIT_ANCHORS`).
         batch_norm: batch normalisation after every convolution but the output ones (the
             original); without it the convolutions get biases.
         ignore_iou: non-responsible predictions overlapping a ground truth above this IoU are
@@ -90,6 +103,7 @@ class YOLOv3Config:
     extra: dict = field(default_factory=dict)
 
     def anchor_shapes(self) -> tuple:
+        _unfitted(self.anchors)
         if self.anchors is not None:
             shapes = tuple(tuple(float(v) for v in a) for a in self.anchors)
             if len(shapes) != 9:

@@ -228,6 +228,9 @@ def train(config: TrainConfig, out: str | os.PathLike, progress: bool = True) ->
         raise ValueError("TrainConfig.data: give at least one (path, weight)")
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
+    min_h = config.min_box_height * config.size[0] / 375
+    datasets = [DetectionDataset(p, config.size, rerender=config.rerender, min_height=min_h) for p, _ in config.data]
+    config = _resolve_anchors(config, datasets)
     model = build_detector(config.detector, config.size, config.model).to(device)
     if config.init:
         init_model, _ = load_checkpoint(config.init, str(device))
@@ -244,8 +247,6 @@ def train(config: TrainConfig, out: str | os.PathLike, progress: bool = True) ->
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
     else:
         raise ValueError(f"TrainConfig.optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
-    min_h = config.min_box_height * config.size[0] / 375
-    datasets = [DetectionDataset(p, config.size, rerender=config.rerender, min_height=min_h) for p, _ in config.data]
     augment = None if config.augment is None else Augment(**config.augment)
     mixture = _Mixture(datasets, [w for _, w in config.data], config.seed + 7919, augment)
     start = 0
@@ -334,6 +335,53 @@ def _set_rng_state(state: dict[str, torch.Tensor], mixture: _Mixture, device: to
     torch.set_rng_state(state["torch"].cpu())
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+def fit_anchors(datasets, frames: int = 400, k: int = 9) -> tuple | None:
+    """``k`` anchor shapes ``(w, h)`` (px at the data sets' working size, small to large): k-means
+    with 1 − IoU distance over the target boxes (those of at least each set's ``min_height``) of
+    up to ``frames`` frames spread over each set; None when the sets hold fewer than ``k`` boxes."""
+    from sae.detectors.data import spread
+    from sae.detectors.squeezedet import kmeans_anchors
+
+    wh = []
+    for ds in datasets:
+        h, w = ds.size
+        for i in spread(len(ds), frames):
+            frame = ds.frame(i)
+            h0, w0 = frame.rgb.shape[:2]
+            boxes, _ = frame.targets()
+            if not len(boxes):
+                continue
+            bw = (boxes[:, 2] - boxes[:, 0]) * (w / w0)  # the sizes DetectionDataset's boxes have
+            bh = (boxes[:, 3] - boxes[:, 1]) * (h / h0)
+            keep = bh + 1 >= ds.min_height
+            wh.append(torch.from_numpy(np.stack([bw[keep], bh[keep]], 1)))
+    wh = torch.cat(wh) if wh else torch.zeros(0, 2)
+    wh = wh[(wh > 0).all(1)]
+    return kmeans_anchors(wh, k=k) if len(wh) >= k else None
+
+
+def _resolve_anchors(config: TrainConfig, datasets) -> TrainConfig:
+    """``config`` with ``model["anchors"] == "kmeans"`` replaced by shapes: the initial
+    checkpoint's (fine-tuning keeps the anchors its head was trained for), else fitted to the
+    training boxes (:func:`fit_anchors`); the checkpoints store the result."""
+    from sae.detectors.configs import FIT_ANCHORS
+
+    if (config.model or {}).get("anchors") != FIT_ANCHORS:
+        return config
+    if config.init:
+        anchors = json.loads(read_state(Path(config.init))["config"]).get("model", {}).get("anchors")
+        if anchors == FIT_ANCHORS:
+            raise ValueError(f"{config.init}: its config holds unfitted anchors")
+        source = f"the initial checkpoint {config.init}"
+    else:
+        anchors = fit_anchors(datasets)
+        source = "k-means on the training boxes" if anchors else "too few training boxes: the default shapes"
+    if anchors is not None:
+        anchors = [[round(float(v), 3) for v in a] for a in anchors]
+    print(f"anchors ({source}): {anchors}", file=sys.stderr, flush=True)
+    return dataclasses.replace(config, model={**config.model, "anchors": anchors})
 
 
 def _resumable(last: Path, config: TrainConfig) -> dict | None:
