@@ -302,3 +302,50 @@ def test_fitted_anchors_are_the_training_boxes_shapes_and_fine_tuning_keeps_them
     tuned_config.data = [(str(data / "pretrain" / "kitti"), 1.0)]
     tuned = train(tuned_config, tmp_path / "tuned", progress=False)
     assert json.loads(torch.load(tuned, weights_only=True)["config"])["model"]["anchors"] == stored
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_the_optimizer_step_is_torchs_step_bit_for_bit(name):
+    from sae.detectors.train import optimizer_step
+
+    def make(params):
+        if name == "adam":
+            return torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
+        return torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)
+
+    torch.manual_seed(0)
+    ours, theirs = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    theirs.load_state_dict(ours.state_dict())
+    opt_ours, opt_theirs = make(ours.parameters()), make(theirs.parameters())
+    for _ in range(5):
+        x = torch.randn(4, 5)
+        for model, opt in ((ours, opt_ours), (theirs, opt_theirs)):
+            opt.zero_grad()
+            (model(x) ** 2).sum().backward()
+        optimizer_step(opt_ours)
+        opt_theirs.step()
+        assert all(torch.equal(p, q) for p, q in zip(ours.parameters(), theirs.parameters(), strict=True))
+    assert not any(p.grad is None for p in ours.parameters()) and ours.weight.grad_fn is None
+
+
+def test_a_training_run_never_imports_dynamo(data, tmp_path):
+    """Its import costs a training job seconds; nothing here is compiled (see _skip_dynamo_import)."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from sae.detectors.train import TrainConfig, train
+cfg = TrainConfig(data=[({str(data / "pretrain" / "kitti")!r}, 1.0)], size=(94, 310), iterations=2, batch_size=2,
+                  warmup=1, model={{"width": 0.25}}, checkpoint_every=1)
+train(cfg, {str(tmp_path / "a")!r}, progress=False)
+import torch  # what a resumed run calls too
+from sae.detectors.train import _skip_dynamo_import
+_skip_dynamo_import()
+opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())
+opt.load_state_dict(opt.state_dict())
+opt.zero_grad()
+assert "torch._dynamo" not in sys.modules, "torch._dynamo was imported"
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
