@@ -122,12 +122,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     outs = args.out or [None] * len(args.data)
     if len(outs) != len(args.data):
         raise ValueError(f"--out names {len(outs)} folders for {len(args.data)} --data folders: give one per folder")
-    if args.figure and len(args.data) > 1:
-        raise ValueError("--figure draws one folder's detections: give it with a single --data folder")
     model, state = load_checkpoint(args.checkpoint, args.device)
     size = tuple(json.loads(state["config"])["size"])
-    for data, out in zip(args.data, outs, strict=True):
-        evaluate_folder(model, data, size, out, args.rerender, args.limit, args.device, args.figure)
+    for i, (data, out) in enumerate(zip(args.data, outs, strict=True)):
+        figure = args.figure if i == 0 else None
+        evaluate_folder(model, data, size, out, args.rerender, args.limit, args.device, figure)
     return 0
 
 
@@ -624,7 +623,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=None, help="evaluate N frames spread evenly over each folder (all if it has ≤ N)"
     )
     ev.add_argument("--device", default="cpu")
-    ev.add_argument("--figure", default=None, help="also draw detections on the first frames to this PNG")
+    ev.add_argument(
+        "--figure",
+        default=None,
+        help="also draw detections on the first frames (of the first --data folder) to this PNG",
+    )
     ev.set_defaults(func=cmd_eval)
     me = groups.add_parser(
         "metrics",

@@ -19,7 +19,7 @@ def test_dry_run_builds_the_whole_dag(config, tmp_path):
         assert jobs.get(rule) == 1, (rule, jobs)
     cfg = yaml.safe_load((ROOT / config).read_text())
     detectors = len(cfg["detectors"])
-    for rule in ("pretrain", "finetune", "eval_benign"):
+    for rule in ("pretrain", "finetune", "eval_baseline"):
         assert jobs.get(rule) == detectors, (rule, jobs)
     combos = 63 if cfg["attacks"]["combos"] == "all" else len(set(cfg["attacks"]["combos"]) | SINGLES)
     # one SAE set per combination, plus the random-search baseline of the headline combination
@@ -42,7 +42,7 @@ def test_dry_run_builds_the_whole_dag(config, tmp_path):
     # §5: SAE and pixel sets of the evaluation and fine-tuning splits; six trained recipes; every
     # recipe of the victim and every other detector's fine-tuned model on the three validation sets
     assert jobs.get("attack_set") == 4 and jobs.get("augment") == 6, jobs
-    assert jobs.get("eval_model") == 7 + detectors - 1, jobs  # one job per model, every validation set
+    assert jobs.get("eval_model") == 6, jobs  # one job per trained recipe, every validation set
     assert jobs.get("augment_table") == 3 and jobs.get("transfer_table") == 1, jobs
 
 
@@ -212,4 +212,4 @@ def test_a_configfile_replaces_the_default_config(tmp_path):
     proc = _snakemake("-n", "--configfile", str(one))
     assert proc.returncode == 0, proc.output
     jobs = _jobs(proc.stdout)
-    assert jobs["pretrain"] == jobs["finetune"] == 1 and jobs["eval_model"] == 7, jobs
+    assert jobs["pretrain"] == jobs["finetune"] == 1 and jobs["eval_model"] == 6 and jobs["eval_baseline"] == 1, jobs

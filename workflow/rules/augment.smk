@@ -42,10 +42,6 @@ def set_attack_args(kind):
     return f"--method pgd --pixel-eps {a['pixel']['eps']} --steps {a['pixel']['steps']}"
 
 
-def model_checkpoint(detector, recipe):
-    return checkpoint(detector) if recipe == "baseline" else checkpoint(detector, recipe)
-
-
 def recipe_init(wc):
     return checkpoint(wc.detector, get_recipe(wc.recipe).init)  # a stage's or another recipe's model
 
@@ -120,20 +116,36 @@ def valset_data(valset):
     return results("data", "eval", "vkitti2") if valset == "benign" else set_data(valset, "eval")
 
 
-rule eval_model:
-    # One process per model evaluates it on every validation set (the detector loaded once):
-    # the benign split and the SAE set as γ of their IRs, the pixel set as its stored PNGs.
-    input:
-        ckpt=lambda wc: model_checkpoint(wc.detector, wc.recipe),
-        benign=data_manifest(),
-        sets=[results("sets", v, "eval", "summary.json") for v in VALIDATION_SETS if v != "benign"],
-    output:
-        [results("eval", "{detector}", "{recipe}", v, "metrics.json") for v in VALIDATION_SETS],
-    params:
+EVAL_SETS_INPUT = [results("sets", v, "eval", "summary.json") for v in VALIDATION_SETS if v != "benign"]
+EVAL_SHELL = (
+    "{SAE} eval --checkpoint {input.ckpt} --data {params.data} --rerender {params.limit} "
+    "--device {params.device} --out {params.out} {params.figure} > {log} 2>&1"
+)
+
+
+def eval_params(figure=None):
+    return dict(
         data=" ".join(valset_data(v) for v in VALIDATION_SETS),
-        out=lambda wc, output: " ".join(str(Path(o).parent) for o in output),
+        out=lambda wc, output: " ".join(str(Path(o).parent) for o in output.metrics),
         limit=set_limit("eval"),
         device=config["device"],
+        figure=(lambda wc, output: f"--figure {output.figure}") if figure else "",
+    )
+
+
+# One process per model evaluates it on every validation set (the detector loaded once): the
+# benign split and the SAE set as γ of their IRs, the pixel set as its stored PNGs.
+rule eval_model:
+    input:
+        ckpt=lambda wc: checkpoint(wc.detector, wc.recipe),
+        benign=data_manifest(),
+        sets=EVAL_SETS_INPUT,
+    output:
+        metrics=[results("eval", "{detector}", "{recipe}", v, "metrics.json") for v in VALIDATION_SETS],
+    wildcard_constraints:
+        recipe="|".join(TRAINED_RECIPES),
+    params:
+        **eval_params(),
     resources:
         mem_mb=4000,
         runtime=60,
@@ -142,8 +154,32 @@ rule eval_model:
     benchmark:
         results("benchmarks", "eval_{detector}_{recipe}.tsv")
     shell:
-        "{SAE} eval --checkpoint {input.ckpt} --data {params.data} --rerender {params.limit} "
-        "--device {params.device} --out {params.out} > {log} 2>&1"
+        EVAL_SHELL
+
+
+# The fine-tuned detectors (the victim and the transfer targets): also the victims table's
+# benign numbers and a figure of their detections.
+rule eval_baseline:
+    input:
+        ckpt=checkpoint("{detector}"),
+        benign=data_manifest(),
+        sets=EVAL_SETS_INPUT,
+    output:
+        metrics=[results("eval", "{detector}", "baseline", v, "metrics.json") for v in VALIDATION_SETS],
+        figure=report(
+            results("figures", "detections_{detector}.png"), caption="../report/detections.rst", category="Figures"
+        ),
+    params:
+        **eval_params(figure=True),
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        results("logs", "eval_{detector}_baseline.log"),
+    benchmark:
+        results("benchmarks", "eval_{detector}_baseline.tsv")
+    shell:
+        EVAL_SHELL
 
 
 def model_evals(detector, recipes):

@@ -103,7 +103,7 @@ def all_outputs():
         results("tables", "derender.md"),
         results("figures", "render_demo.png"),
         results("figures", "data_variations.png"),
-        *[results("eval", d, "benign", "metrics.json") for d in DETECTORS],
+        *[results("eval", d, "baseline", "benign", "metrics.json") for d in DETECTORS],
         *[results("figures", f"detections_{d}.png") for d in DETECTORS],
         results("tables", "table1.md"),
         results("tables", "table2.md"),

@@ -49,37 +49,14 @@ rule finetune:
         "--data {params.data}:1 {params.pretrain_data}:{params.mix} --out {params.out} > {log} 2>&1"
 
 
-rule eval_benign:
-    input:
-        checkpoint("{detector}"),
-    output:
-        metrics=results("eval", "{detector}", "benign", "metrics.json"),
-        figure=report(
-            results("figures", "detections_{detector}.png"), caption="../report/detections.rst", category="Figures"
-        ),
-    params:
-        data=results("data", "eval", "vkitti2"),
-        out=lambda wc, output: str(Path(output.metrics).parent),
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    log:
-        results("logs", "eval_benign_{detector}.log"),
-    benchmark:
-        results("benchmarks", "eval_benign_{detector}.tsv")
-    shell:
-        "{SAE} eval --checkpoint {input} --data {params.data} --rerender --out {params.out} "
-        "--figure {output.figure} > {log} 2>&1"
-
-
 rule victims_table:
     input:
-        [results("eval", d, "benign", "metrics.json") for d in DETECTORS],
+        [results("eval", d, "baseline", "benign", "metrics.json") for d in DETECTORS],
     output:
         md=report(results("tables", "victims.md"), caption="../report/tables.rst", category="Tables"),
         csv=results("tables", "victims.csv"),
     params:
-        models=" ".join(f"{d}={results('models', d)}:{results('eval', d, 'benign')}" for d in DETECTORS),
+        models=" ".join(f"{d}={results('models', d)}:{results('eval', d, 'baseline', 'benign')}" for d in DETECTORS),
         difficulty=config["metrics"]["difficulty"],
         stem=results("tables", "victims"),
     log:
