@@ -299,17 +299,19 @@ def cmd_attack(args: argparse.Namespace) -> int:
     deterministic_on_cpu(args.device)
     model, state = load_checkpoint(args.checkpoint, args.device)
     size = tuple(json.loads(state["config"])["size"])
+    pixel = args.method in ("fgsm", "pgd")
+    images = {} if args.eval and not pixel else None  # the SAEs as export renders them, for --eval
     summary = attack_split(
-        model, args.data, args.out, config, size, args.batch_size, args.limit, args.device, progress=True
+        model, args.data, args.out, config, size, args.batch_size, args.limit, args.device, True, images
     )
     print(json.dumps({k: summary[k] for k in ("examples", "loss_before", "loss_after", "raised")}, indent=2))
     print(f"wrote {args.out}")
     if args.eval:  # the victim on its own adversarial set, as `sae eval` would score it
         from sae.detectors.evaluate import evaluate_folder
 
-        pixel = args.method in ("fgsm", "pgd")
         data = Path(args.out) / ("kitti" if pixel else "vkitti2")
-        evaluate_folder(model, data, size, Path(args.out) / "eval", rerender=not pixel, device=args.device)
+        out = Path(args.out) / "eval"
+        evaluate_folder(model, data, size, out, rerender=not pixel, device=args.device, rendered=images)
     return 0
 
 

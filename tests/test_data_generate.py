@@ -204,8 +204,18 @@ def test_export_writes_an_sae_set_readable_in_both_layouts(smoke_data, tmp_path)
         items.append(ExportItem(key.scene, key.variation, index, moved))
     noisy = (render(items[0].ir).image[0] * 255).to(torch.uint8).numpy() // 2  # a "pixel" item
     items.append(ExportItem("Scene09", "clone", 0, items[0].ir, noisy))
-    assert export(items, tmp_path) == len(items)
+    images = {}
+    assert export(items, tmp_path, images=images) == len(items)
     back = VKITTI2(tmp_path / "vkitti2")
+    # the images export hands over are the γ(IR) an evaluation re-renders, bit for bit
+    from sae.detectors.data import DetectionDataset
+
+    fresh = DetectionDataset(tmp_path / "vkitti2", (94, 310), rerender=True)
+    given = DetectionDataset(tmp_path / "vkitti2", (94, 310), rerender=True)
+    assert given.use_rendered(images) == len(items) and len(images) == len(items)
+    for i in range(len(items)):
+        (a, ta), (b, tb) = fresh[i], given[i]
+        assert torch.equal(a, b) and torch.equal(ta["boxes"], tb["boxes"]), i
     assert len(back) == len(items) and len(KITTI(tmp_path / "kitti")) == len(items)
     for i, item in enumerate(items[:-1]):
         frame = back.read_frame(back.index[i][0], back.index[i][1])

@@ -115,6 +115,7 @@ def attack_split(
     limit: int | None = None,
     device: str = "cpu",
     progress: bool = True,
+    images: dict | None = None,
 ) -> dict:
     """Attack every frame of ``data`` and write the SAE (or pixel-perturbed) data set to ``out``.
 
@@ -122,6 +123,8 @@ def attack_split(
         victim: the detector (moved to ``device``).
         size: the detector's ``(height, width)``.
         limit: attack ``limit`` frames spread evenly over the split (:func:`spread`).
+        images: a dict that receives the written frames' rendered images (see
+            :func:`sae.data.export.export`), so evaluating the set need not render them again.
 
     Returns:
         The summary (also in ``out/summary.json``).
@@ -186,15 +189,16 @@ def attack_split(
         _append_records(out, rows)
         bar.update(len(chunk))
     bar.close()
-    return finish(out, frames, config, size)
+    return finish(out, frames, config, size, images)
 
 
 def _to_uint8(image_chw: torch.Tensor) -> np.ndarray:
     return (image_chw.detach().clamp(0, 1).permute(1, 2, 0) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
 
-def finish(out: Path, frames, config, size) -> dict:
-    """Write the data set and ``summary.json`` from the stored records and θ."""
+def finish(out: Path, frames, config, size, images: dict | None = None) -> dict:
+    """Write the data set and ``summary.json`` from the stored records and θ (``images``: see
+    :func:`attack_split`)."""
     done = _done(out)
     semantic = isinstance(config, SemanticConfig)
 
@@ -218,7 +222,7 @@ def finish(out: Path, frames, config, size) -> dict:
                     )
                 yield ExportItem(key.scene, key.variation, index, scene, image=image, camera=camera)
 
-    count = export(items(), out)
+    count = export(items(), out, images=images)
     rows = [done[f[0]] for f in frames]
 
     def mean(values):

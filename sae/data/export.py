@@ -35,8 +35,13 @@ class ExportItem:
     camera: int = 0
 
 
-def export(items: Iterable[ExportItem], out: str | Path, jpeg_quality: int = 95) -> int:
-    """Write ``items`` to ``out/vkitti2`` and ``out/kitti``; returns the number of frames."""
+def export(items: Iterable[ExportItem], out: str | Path, jpeg_quality: int = 95, images: dict | None = None) -> int:
+    """Write ``items`` to ``out/vkitti2`` and ``out/kitti``; returns the number of frames.
+
+    ``images``, when given, receives every rendered frame's uint8 image γ(IR) — what
+    :class:`~sae.detectors.data.DetectionDataset` re-renders from the written IR — keyed by
+    ``(scene, variation, camera, frame)`` (see :meth:`DetectionDataset.use_rendered`).
+    """
     out = Path(out)
     frames: dict[tuple[str, str], dict] = {}
     infos: dict[tuple[str, str], dict] = {}
@@ -49,6 +54,8 @@ def export(items: Iterable[ExportItem], out: str | Path, jpeg_quality: int = 95)
             rendered = render(scene)
         objects = annotate(scene, rendered)
         record = to_frame(scene, rendered, objects)
+        if images is not None:
+            images[(item.scene, item.variation, item.camera, item.frame)] = record.rgb
         if item.image is not None:
             if item.image.shape != record.rgb.shape or item.image.dtype != np.uint8:
                 raise ValueError(f"export item {item.scene}/{item.frame}: image must be uint8 {record.rgb.shape}")

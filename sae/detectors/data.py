@@ -56,6 +56,20 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.reader)
 
+    def use_rendered(self, images: dict) -> int:
+        """Take γ(IR) of frames from ``images`` (uint8 ``(H, W, 3)`` keyed by ``(scene, variation,
+        camera, frame)``, as :func:`sae.data.export.export` collects them while writing a set)
+        instead of rendering them again; returns how many frames were found."""
+        if not self.rerender:
+            return 0
+        found = 0
+        for i, (key, index, camera) in enumerate(self.reader.index):
+            image = images.get((key.scene, key.variation, camera, index))
+            if image is not None:
+                self._rendered[i] = image
+                found += 1
+        return found
+
     def frame(self, i: int) -> Frame:
         """Frame ``i`` with its RGB and annotations (dense maps are not read)."""
         if isinstance(self.reader, VKITTI2):

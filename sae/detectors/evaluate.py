@@ -23,15 +23,19 @@ def evaluate_folder(
     device: str = "cpu",
     figure: str | os.PathLike | None = None,
     progress: bool = True,
+    rendered: dict | None = None,
 ) -> dict:
     """Run ``model`` on every frame of ``data`` (``limit`` frames spread over it) at ``size``
     ``(H, W)`` and score it; with ``out``, write ``metrics.json``, ``detections.npz`` (metrics can
-    be recomputed from it) and ``kitti/`` result files there.
+    be recomputed from it) and ``kitti/`` result files there. ``rendered``: γ(IR) images the
+    caller already has (see :meth:`DetectionDataset.use_rendered`).
 
     Returns:
         ``{difficulty: metrics}`` for every KITTI level (see :func:`metrics_all_levels`).
     """
     ds = DetectionDataset(data, size, rerender=rerender)
+    if rendered:
+        ds.use_rendered(rendered)  # frames just written and rendered: γ(IR) is the same image
     if limit is not None:
         ds = Spread(ds, limit)
     preds, targets = predict(model, ds, device=device, progress=progress)
