@@ -218,6 +218,16 @@ def test_train_and_eval_cli(data, tmp_path, capsys):
     assert "Truck" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(tmp_path / "missing.pt"), "--data", str(data)]) == 2
     assert "missing.pt" in capsys.readouterr().err
+    # several folders in one call: each scored as a call of its own would score it
+    two = [str(data / "eval" / "vkitti2"), str(data / "pretrain" / "kitti")]
+    outs = [str(tmp_path / "ev2" / "a"), str(tmp_path / "ev2" / "b")]
+    assert main(["eval", "--checkpoint", str(out / "final.pt"), "--data", *two, "--out", *outs]) == 0
+    assert json.loads((tmp_path / "ev2" / "a" / "metrics.json").read_text()) == levels
+    assert main(["eval", "--checkpoint", str(out / "final.pt"), "--data", two[1], "--out", str(tmp_path / "b1")]) == 0
+    assert (tmp_path / "ev2" / "b" / "metrics.json").read_bytes() == (tmp_path / "b1" / "metrics.json").read_bytes()
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out / "final.pt"), "--data", *two, "--out", outs[0]]) == 2
+    assert "one per folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("seed", range(6))
