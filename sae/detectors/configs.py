@@ -10,9 +10,15 @@ from dataclasses import dataclass, field
 FIT_ANCHORS = "kmeans"
 
 
-def _unfitted(anchors) -> None:
+def _anchor_shapes(anchors, image_size, default, default_size) -> tuple:
+    """``anchors`` as float ``(w, h)`` pairs, or ``default`` (given at ``default_size``) scaled to
+    ``image_size``; unfitted ``"kmeans"`` anchors cannot build a model."""
     if anchors == FIT_ANCHORS:
         raise ValueError(f"anchors {FIT_ANCHORS!r} are fitted to the training boxes by sae train: give shapes to build")
+    if anchors is not None:
+        return tuple(tuple(float(v) for v in a) for a in anchors)
+    sy, sx = image_size[0] / default_size[0], image_size[1] / default_size[1]
+    return tuple((w * sx, h * sy) for w, h in default)
 
 
 #: SqueezeDet's KITTI anchor shapes (width, height) in pixels at 1242×375.
@@ -51,11 +57,7 @@ class SqueezeDetConfig:
     extra: dict = field(default_factory=dict)
 
     def anchor_shapes(self) -> tuple:
-        _unfitted(self.anchors)
-        if self.anchors is not None:
-            return tuple(tuple(a) for a in self.anchors)
-        sy, sx = self.image_size[0] / KITTI_SIZE[0], self.image_size[1] / KITTI_SIZE[1]
-        return tuple((w * sx, h * sy) for w, h in KITTI_ANCHORS)
+        return _anchor_shapes(self.anchors, self.image_size, KITTI_ANCHORS, KITTI_SIZE)
 
 
 #: YOLOv3's COCO anchor shapes (width, height) in pixels at 416×416, small to large.
@@ -103,14 +105,10 @@ class YOLOv3Config:
     extra: dict = field(default_factory=dict)
 
     def anchor_shapes(self) -> tuple:
-        _unfitted(self.anchors)
-        if self.anchors is not None:
-            shapes = tuple(tuple(float(v) for v in a) for a in self.anchors)
-            if len(shapes) != 9:
-                raise ValueError(f"YOLOv3 needs 9 anchor shapes (3 per scale), got {len(shapes)}")
-            return shapes
-        sy, sx = self.image_size[0] / COCO_SIZE[0], self.image_size[1] / COCO_SIZE[1]
-        return tuple((w * sx, h * sy) for w, h in COCO_ANCHORS)
+        shapes = _anchor_shapes(self.anchors, self.image_size, COCO_ANCHORS, COCO_SIZE)
+        if len(shapes) != 9:
+            raise ValueError(f"YOLOv3 needs 9 anchor shapes (3 per scale), got {len(shapes)}")
+        return shapes
 
     def block_counts(self) -> tuple[int, ...]:
         return tuple(max(1, int(round(n * self.depth))) for n in DARKNET53_BLOCKS)

@@ -97,16 +97,23 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         frame = self.frame(i)
         rgb = self._image(i, frame)
-        h0, w0 = rgb.shape[:2]
         h, w = self.size
-        if (h0, w0) != (h, w):
+        target = self.target(frame, rgb.shape[:2])
+        if rgb.shape[:2] != (h, w):
             rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
+        image = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
+        return image, target
+
+    def target(self, frame: Frame, source_hw: tuple[int, int] | None = None) -> dict:
+        """``frame``'s targets with boxes scaled from ``source_hw`` (default: its RGB's size) to
+        the working size, objects shorter than ``min_height`` left out."""
+        h0, w0 = frame.rgb.shape[:2] if source_hw is None else source_hw
+        h, w = self.size
         boxes, labels = frame.targets()
         boxes = torch.from_numpy(boxes).float()
         if len(boxes):
             boxes[:, 0::2] = (boxes[:, 0::2] + 0.5) * (w / w0) - 0.5
             boxes[:, 1::2] = (boxes[:, 1::2] + 0.5) * (h / h0) - 0.5
-        image = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
         objs = frame.detection_objects()
         target = {
             "boxes": boxes,
@@ -116,7 +123,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         }
         if self.min_height > 0:
             target = _select(target, boxes[:, 3] - boxes[:, 1] + 1 >= self.min_height)
-        return image, target
+        return target
 
     def sample(self, i: int, augment: Augment | None, rng: np.random.Generator):
         """Item ``i`` under a random draw of ``augment`` (the item itself when None)."""

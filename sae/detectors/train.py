@@ -230,10 +230,10 @@ def train(config: TrainConfig, out: str | os.PathLike, progress: bool = True) ->
     device = torch.device(config.device)
     min_h = config.min_box_height * config.size[0] / 375
     datasets = [DetectionDataset(p, config.size, rerender=config.rerender, min_height=min_h) for p, _ in config.data]
-    config = _resolve_anchors(config, datasets)
+    init_model, init_state = load_checkpoint(config.init, str(device)) if config.init else (None, None)
+    config = _resolve_anchors(config, datasets, init_state)
     model = build_detector(config.detector, config.size, config.model).to(device)
-    if config.init:
-        init_model, _ = load_checkpoint(config.init, str(device))
+    if init_model is not None:
         _load_weights(model, init_model, Path(config.init), f"the initial checkpoint's {type(init_model).__name__}")
     params_decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     params_other = [p for n, p in model.named_parameters() if p.ndim <= 1]
@@ -375,34 +375,26 @@ def fit_anchors(datasets, frames: int = 400, k: int = 9) -> tuple | None:
     from sae.detectors.data import spread
     from sae.detectors.squeezedet import kmeans_anchors
 
-    wh = []
+    wh = [torch.zeros(0, 2)]
     for ds in datasets:
-        h, w = ds.size
         for i in spread(len(ds), frames):
-            frame = ds.frame(i)
-            h0, w0 = frame.rgb.shape[:2]
-            boxes, _ = frame.targets()
-            if not len(boxes):
-                continue
-            bw = (boxes[:, 2] - boxes[:, 0]) * (w / w0)  # the sizes DetectionDataset's boxes have
-            bh = (boxes[:, 3] - boxes[:, 1]) * (h / h0)
-            keep = bh + 1 >= ds.min_height
-            wh.append(torch.from_numpy(np.stack([bw[keep], bh[keep]], 1)))
-    wh = torch.cat(wh) if wh else torch.zeros(0, 2)
+            boxes = ds.target(ds.frame(i))["boxes"]  # the training targets, without rendering γ(IR)
+            wh.append(boxes[:, 2:] - boxes[:, :2])
+    wh = torch.cat(wh)
     wh = wh[(wh > 0).all(1)]
     return kmeans_anchors(wh, k=k) if len(wh) >= k else None
 
 
-def _resolve_anchors(config: TrainConfig, datasets) -> TrainConfig:
+def _resolve_anchors(config: TrainConfig, datasets, init_state: dict | None = None) -> TrainConfig:
     """``config`` with ``model["anchors"] == "kmeans"`` replaced by shapes: the initial
-    checkpoint's (fine-tuning keeps the anchors its head was trained for), else fitted to the
-    training boxes (:func:`fit_anchors`); the checkpoints store the result."""
+    checkpoint's (``init_state``: fine-tuning keeps the anchors its head was trained for), else
+    fitted to the training boxes (:func:`fit_anchors`); the checkpoints store the result."""
     from sae.detectors.configs import FIT_ANCHORS
 
     if (config.model or {}).get("anchors") != FIT_ANCHORS:
         return config
-    if config.init:
-        anchors = json.loads(read_state(Path(config.init))["config"]).get("model", {}).get("anchors")
+    if init_state is not None:
+        anchors = json.loads(init_state["config"]).get("model", {}).get("anchors")
         if anchors == FIT_ANCHORS:
             raise ValueError(f"{config.init}: its config holds unfitted anchors")
         source = f"the initial checkpoint {config.init}"
