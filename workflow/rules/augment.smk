@@ -65,6 +65,10 @@ rule attack_set:
         ckpt=checkpoint(VICTIM),
     output:
         results("sets", "{kind}", "{split}", "summary.json"),
+    # the fixed sets start the longest chain after fine-tuning (set → recipe → hybrid recipe →
+    # evaluation): run them, and the recipes, before the 60-odd short attack jobs, which then
+    # fill the cores instead of leaving one idle at the end
+    priority: 10
     params:
         data=lambda wc: results("data", SET_SPLITS[wc.split], "vkitti2"),
         out=lambda wc, output: str(Path(output[0]).parent),
@@ -95,6 +99,7 @@ rule augment:
         results("models", "{detector}", "{recipe}", "final.pt"),
     wildcard_constraints:
         recipe="|".join(TRAINED_RECIPES),
+    priority: 10
     params:
         args=lambda wc: train_args(wc.detector, get_recipe(wc.recipe).schedule),
         data=recipe_data,
@@ -144,6 +149,7 @@ rule eval_model:
         metrics=[results("eval", "{detector}", "{recipe}", v, "metrics.json") for v in VALIDATION_SETS],
     wildcard_constraints:
         recipe="|".join(TRAINED_RECIPES),
+    priority: 10
     params:
         **eval_params(),
     resources:

@@ -7,6 +7,7 @@ rule pretrain:
         data_manifest(),
     output:
         checkpoint("{detector}", "pretrain"),
+    priority: 20  # every attack and recipe waits for the victim
     params:
         args=lambda wc: train_args(wc.detector, "pretrain"),
         data=results("data", "pretrain", "kitti"),
@@ -29,6 +30,7 @@ rule finetune:
         checkpoint("{detector}", "pretrain"),
     output:
         checkpoint("{detector}", "finetune"),
+    priority: 20  # every attack and recipe waits for the victim
     params:
         args=lambda wc: train_args(wc.detector, "finetune"),
         data=results("data", "finetune", "vkitti2"),
