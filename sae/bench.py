@@ -207,6 +207,9 @@ def format_table(results: list[dict]) -> str:
 
 
 if __name__ == "__main__":
+    from sae.memory import retain_freed_memory
+
+    retain_freed_memory()  # as the sae command line does
     h, w, b, r, dev, th = json.loads(sys.argv[1])
     print(json.dumps(_bench_one(h, w, b, r, dev, th)))
 

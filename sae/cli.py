@@ -884,6 +884,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sae.memory import retain_freed_memory
+
+    retain_freed_memory()  # full-frame temporaries reuse freed memory (sae.memory)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -45,3 +45,10 @@ def smoke_reference(tmp_path_factory):
     proc = snakemake("--cores", "2", "--configfile", "config/smoke.yaml", "--config", "results=out", cwd=work)
     assert proc.returncode == 0, proc.output[-3000:]
     return work
+
+
+def pytest_configure(config):
+    # as the sae command line does: the renderer's full-frame temporaries reuse freed memory
+    from sae.memory import retain_freed_memory
+
+    retain_freed_memory()
