@@ -33,7 +33,19 @@ from __future__ import annotations
 
 import torch
 
+from sae.render.raster import gather_rows as _take
+
 _SLIVER_STEPS = 3
+
+
+def _rows(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """``x[rows]``; ``rows=None`` means every row."""
+    return x if rows is None else x.index_select(0, rows)
+
+
+def _face_vertex(faces: torch.Tensor, face: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``faces[face, k]``: vertex ``k`` of each face."""
+    return faces.reshape(-1).index_select(0, face * 3 + k)
 
 
 def _pairs(face_map: torch.Tensor, depth: torch.Tensor, horizontal: bool):
@@ -49,11 +61,11 @@ def _pairs(face_map: torch.Tensor, depth: torch.Tensor, horizontal: bool):
     ia = nz[:, 0] * (h * w) + nz[:, 1] * w + nz[:, 2]
     ib = ia + step
     fmap = face_map.reshape(-1)
-    fa, fb = fmap[ia], fmap[ib]
-    a_front = (fa >= 0) & ((fb < 0) | (depth[ia] <= depth[ib]))
-    keep = a_front | (fb >= 0)
-    nz, ia, ib, a_front = nz[keep], ia[keep], ib[keep], a_front[keep]
-    face = torch.where(a_front, fa[keep], fb[keep])
+    fa, fb = _take(fmap, ia), _take(fmap, ib)
+    a_front = (fa >= 0) & ((fb < 0) | (_take(depth, ia) <= _take(depth, ib)))
+    keep = torch.nonzero(a_front | (fb >= 0)).squeeze(1)
+    nz, ia, ib, a_front = (_take(t, keep) for t in (nz, ia, ib, a_front))
+    face = torch.where(a_front, _take(fa, keep), _take(fb, keep))
     return nz, ia, ib, a_front, face
 
 
@@ -71,7 +83,7 @@ class _Segments:
     def crossing(self, p: torch.Tensor, q: torch.Tensor, rows) -> tuple[torch.Tensor, torch.Tensor]:
         """Where the lines through ``p``→``q`` ``(K, 3)`` meet the cross line of segments ``rows``,
         as a coordinate on the pair axis, and whether the edge spans that line (no division by 0)."""
-        ax, cx, fixed = self.ax, self.cx, self.fixed[rows]
+        ax, cx, fixed = self.ax, self.cx, _rows(self.fixed, rows)
         d_cx = q[:, cx] - p[:, cx]
         spans = ((p[:, cx] - fixed) * (q[:, cx] - fixed) <= 0) & (d_cx != 0)
         safe = torch.where(d_cx == 0, torch.ones_like(d_cx), d_cx)
@@ -79,8 +91,8 @@ class _Segments:
 
     def distance(self, cross: torch.Tensor, rows) -> torch.Tensor:
         """Distance of a crossing from the front pixel's centre (0 at it, 1 at the back one)."""
-        start = self.start[rows]
-        return torch.where(self.a_front[rows], cross - start, start + 1 - cross)
+        start = _rows(self.start, rows)
+        return torch.where(_rows(self.a_front, rows), cross - start, start + 1 - cross)
 
     def dominant(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         d_ax, d_cx = (q[:, self.ax] - p[:, self.ax]).abs(), (q[:, self.cx] - p[:, self.cx]).abs()
@@ -91,7 +103,7 @@ def _edge_crossings(seg: _Segments, screen, faces, face, rows, dominant_only: bo
     """For each segment ``rows``, the first edge ``k`` of triangle ``face`` crossing it (-1 for
     none), and the crossing's distance. With ``after``, only crossings beyond that distance
     count and the nearest is taken. No grad."""
-    tri = screen[faces[face.clamp_min(0)]]
+    tri = _take(screen, _take(faces, face.clamp_min(0)))
     chosen = torch.full_like(face, -1)
     best = torch.full(face.shape, 2.0, dtype=screen.dtype, device=screen.device)
     for k in range(3):
@@ -112,7 +124,7 @@ def _edge_crossings(seg: _Segments, screen, faces, face, rows, dominant_only: bo
 
 def _covers(screen, faces, face, px, py):
     """Whether each triangle ``face`` contains the point ``(px, py)``. No grad."""
-    tri = screen[faces[face]]
+    tri = _take(screen, _take(faces, face))
     u, v = tri[..., 0], tri[..., 1]
     e = torch.stack(
         [
@@ -127,13 +139,13 @@ def _covers(screen, faces, face, px, py):
 def _plane_crossing(seg: _Segments, planes, f1, f2, rows):
     """Where the inverse-depth planes of faces ``f1`` and ``f2`` meet on each segment's axis;
     ``start - 1`` (out of range) where they are parallel or the line is not dominant."""
-    d = planes[f1] - planes[f2]
+    d = _take(planes, f1) - _take(planes, f2)
     along, across = (d[:, 0], d[:, 1]) if seg.horizontal else (d[:, 1], d[:, 0])
     dominant = along.abs() >= across.abs() if seg.horizontal else along.abs() > across.abs()
     ok = dominant & (along.abs() > 1e-12)
     safe = torch.where(ok, along, torch.ones_like(along))
-    cross = -(across * seg.fixed[rows] + d[:, 2]) / safe
-    return torch.where(ok, cross, seg.start[rows] - 1.0)
+    cross = -(across * _rows(seg.fixed, rows) + d[:, 2]) / safe
+    return torch.where(ok, cross, _rows(seg.start, rows) - 1.0)
 
 
 def antialias(
@@ -178,8 +190,8 @@ def antialias(
             if face.numel() == 0:
                 continue
             seg = _Segments(nz, a_front, horizontal, screen.dtype)
-            every = torch.arange(face.numel(), device=face.device)
-            other = torch.where(a_front, fmap[ib], fmap[ia])
+            every = None  # rows: all of them
+            other = torch.where(a_front, _take(fmap, ib), _take(fmap, ia))
             # 1) an edge of the front face
             if slivers:
                 # the first real boundary: walk out of the front face through its own quad
@@ -214,8 +226,8 @@ def antialias(
             order = torch.cat([by_edge, by_plane])
             if order.numel() == 0:
                 continue
-            ek, ef = edge_k[by_edge], edge_face[by_edge]
-            edge_v = (faces[ef, ek], faces[ef, (ek + 1) % 3])
+            ek, ef = _take(edge_k, by_edge), _take(edge_face, by_edge)
+            edge_v = (_face_vertex(faces, ef, ek), _face_vertex(faces, ef, (ek + 1) % 3))
             sliver = (
                 _follow_slivers(seg, sc, faces, neighbours, front_faces, face, other, by_edge, own, ek, ef, s1_est)
                 if slivers
@@ -223,27 +235,29 @@ def antialias(
             )
 
         # Differentiable crossings. Rows of `order`: edge pairs, then plane pairs.
-        cross_e, _ = seg.crossing(screen[edge_v[0]], screen[edge_v[1]], by_edge)
-        cross_p = _plane_crossing(seg, planes, face[by_plane], other[by_plane], by_plane)
+        cross_e, _ = seg.crossing(_take(screen, edge_v[0]), _take(screen, edge_v[1]), by_edge)
+        cross_p = _plane_crossing(seg, planes, _take(face, by_plane), _take(other, by_plane), by_plane)
         s1 = seg.distance(torch.cat([cross_e, cross_p]), order)
-        a_fr = a_front[order]
-        front_idx = torch.where(a_fr, ia[order], ib[order])
-        back_idx = torch.where(a_fr, ib[order], ia[order])
-        c_front, c_back = flat[front_idx], flat[back_idx]
+        a_fr = _take(a_front, order)
+        ia_o, ib_o = _take(ia, order), _take(ib, order)
+        front_idx = torch.where(a_fr, ia_o, ib_o)
+        back_idx = torch.where(a_fr, ib_o, ia_o)
+        c_front, c_back = _take(flat, front_idx), _take(flat, back_idx)
         # Beyond the last crossing the front pixel's box shows the background at that pixel when
         # the back surface is background (known), else the back pixel's surface.
         c_hidden = c_back
         if background_at is not None:
             with torch.no_grad():
-                onto_bg = torch.nonzero(fmap[back_idx] < 0).squeeze(1)
+                onto_bg = torch.nonzero(_take(fmap, back_idx) < 0).squeeze(1)
             if onto_bg.numel():
-                c_hidden = c_back.index_copy(0, onto_bg, background_at(front_idx[onto_bg]))
+                c_hidden = c_back.index_copy(0, onto_bg, background_at(_take(front_idx, onto_bg)))
         s2, c_mid = s1, c_front
         if sliver is not None:
             rows, first, exit_v = sliver  # rows index `by_edge`, hence `order`
-            x2, _ = seg.crossing(screen[exit_v[0]], screen[exit_v[1]], by_edge[rows])
-            s2 = s1.index_copy(0, rows, seg.distance(x2, by_edge[rows]))
-            c_mid = c_front.index_copy(0, rows, face_color_at(first, front_idx[rows]))
+            sliver_rows = _take(by_edge, rows)
+            x2, _ = seg.crossing(_take(screen, exit_v[0]), _take(screen, exit_v[1]), sliver_rows)
+            s2 = s1.index_copy(0, rows, seg.distance(x2, sliver_rows))
+            c_mid = c_front.index_copy(0, rows, face_color_at(first, _take(front_idx, rows)))
         # 1-D box filter over [-1/2, 3/2]: front face to s1, sliver to s2, back surface beyond.
         half = torch.full_like(s1, 0.5)
         lo1, lo2 = torch.minimum(s1, half).unsqueeze(1), torch.minimum(s2, half).unsqueeze(1)
@@ -268,8 +282,8 @@ def _same_colour_walk(seg, sc, faces, neighbours, front_faces, face, other, rows
     colour (up to :data:`_SLIVER_STEPS` of them), to the first edge across which the colour
     changes. Returns that edge's face and index (-1 where there is none, or where the edge is not
     dominant for the pair direction) and the crossing's distance. No grad."""
-    cur = face[rows]
-    px = front_px[rows]
+    cur = _rows(face, rows)
+    px = _rows(front_px, rows)
     base = face_color_at(cur, px)
     out_f = cur.clone()
     out_k = torch.full_like(cur, -1)
@@ -280,14 +294,14 @@ def _same_colour_walk(seg, sc, faces, neighbours, front_faces, face, other, rows
         k, s = _edge_crossings(seg, sc, faces, cur, rows, dominant_only=False, after=entry)
         found = alive & (k >= 0)
         kk = k.clamp_min(0)
-        nxt = neighbours[cur, kk]
-        cont = found & (nxt >= 0) & front_faces[nxt.clamp_min(0)] & (nxt != other[rows])
+        nxt = _face_vertex(neighbours, cur, kk)
+        cont = found & (nxt >= 0) & _take(front_faces, nxt.clamp_min(0)) & (nxt != _rows(other, rows))
         if cont.any():
             cont &= (face_color_at(nxt.clamp_min(0), px) - base).abs().amax(dim=1) <= _SAME_COLOUR
         if step == _SLIVER_STEPS:
             cont = torch.zeros_like(cont)
         stop = found & ~cont
-        tri = sc[faces[cur]]
+        tri = _take(sc, _take(faces, cur))
         p = tri.gather(1, kk.view(-1, 1, 1).expand(-1, 1, 3)).squeeze(1)
         q = tri.gather(1, ((kk + 1) % 3).view(-1, 1, 1).expand(-1, 1, 3)).squeeze(1)
         hit = stop & seg.dominant(p, q)
@@ -306,16 +320,17 @@ def _follow_slivers(seg, sc, faces, neighbours, front_faces, face, other, by_edg
     """Pairs whose front-face crossing edge is a crease to drawn faces showing at neither pixel:
     walk through up to :data:`_SLIVER_STEPS` of them to where the segment leaves. Returns the
     rows (into ``by_edge``), the first sliver face, and the exit edge's vertex ids. No grad."""
-    nbr = neighbours[ef, ek]
+    nbr = _face_vertex(neighbours, ef, ek)
     rows_all = by_edge
-    cand = own[rows_all] & (nbr >= 0)
-    cand &= front_faces[nbr.clamp_min(0)] & (nbr != other[rows_all]) & (nbr != face[rows_all])
+    cand = _take(own, rows_all) & (nbr >= 0)
+    cand &= _take(front_faces, nbr.clamp_min(0)) & (nbr != _take(other, rows_all)) & (nbr != _take(face, rows_all))
     idx = torch.nonzero(cand).squeeze(1)
     if idx.numel() == 0:
         return None
-    rows = rows_all[idx]
-    cur = nbr[idx]
-    entry = s1_est[rows]
+    rows = _take(rows_all, idx)
+    cur = _take(nbr, idx)
+    entry = _take(s1_est, rows)
+    other_r, face_r = _take(other, rows), _take(face, rows)
     last_face = torch.full_like(cur, -1)
     last_k = torch.full_like(cur, -1)
     alive = torch.ones_like(cur, dtype=torch.bool)
@@ -325,8 +340,8 @@ def _follow_slivers(seg, sc, faces, neighbours, front_faces, face, other, by_edg
         last_face = torch.where(step, cur, last_face)
         last_k = torch.where(step, k_out, last_k)
         entry = torch.where(step, s_out, entry)
-        nxt = neighbours[cur, k_out.clamp_min(0)]
-        alive = step & (nxt >= 0) & front_faces[nxt.clamp_min(0)] & (nxt != other[rows]) & (nxt != face[rows])
+        nxt = _face_vertex(neighbours, cur, k_out.clamp_min(0))
+        alive = step & (nxt >= 0) & _take(front_faces, nxt.clamp_min(0)) & (nxt != other_r) & (nxt != face_r)
         cur = torch.where(alive, nxt, cur)
         if not alive.any():
             break
@@ -334,11 +349,12 @@ def _follow_slivers(seg, sc, faces, neighbours, front_faces, face, other, by_edg
     # derivatives), and within the walk
     keep = (last_k >= 0) & ~alive
     if keep.any():
-        tri = sc[faces[last_face.clamp_min(0)]]
+        tri = _take(sc, _take(faces, last_face.clamp_min(0)))
         kk = last_k.clamp_min(0)
         p = tri.gather(1, kk.view(-1, 1, 1).expand(-1, 1, 3)).squeeze(1)
         q = tri.gather(1, ((kk + 1) % 3).view(-1, 1, 1).expand(-1, 1, 3)).squeeze(1)
         keep &= seg.dominant(p, q)
-    first = nbr[idx][keep]
-    lf, lk = last_face[keep], last_k[keep]
-    return idx[keep], first, (faces[lf, lk], faces[lf, (lk + 1) % 3])
+    keep = torch.nonzero(keep).squeeze(1)
+    first = _take(_take(nbr, idx), keep)
+    lf, lk = _take(last_face, keep), _take(last_k, keep)
+    return _take(idx, keep), first, (_face_vertex(faces, lf, lk), _face_vertex(faces, lf, (lk + 1) % 3))

@@ -28,6 +28,13 @@ NEAR_PLANE = 0.1
 CHUNK_PAIRS = 1 << 22
 
 
+def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[index]`` for an integer ``index`` of any shape, through ``index_select`` (two to four
+    times faster than advanced indexing on CPU, same values; its backward adds the gradients
+    into place with ``index_add``)."""
+    return x.index_select(0, index.reshape(-1)).reshape(index.shape + x.shape[1:])
+
+
 @dataclass(frozen=True)
 class Fragments:
     """Output of the visibility pass, for a batch rendered at ``H × W``.
@@ -72,7 +79,7 @@ def rasterize(
     if faces.shape[0] > NO_FACE:
         raise ValueError(f"too many faces in one batch ({faces.shape[0]} > {NO_FACE})")
 
-    tri = screen[faces]  # (F, 3 vertices, 3)
+    tri = gather_rows(screen, faces)  # (F, 3 vertices, 3)
     u, v, z = tri[..., 0], tri[..., 1], tri[..., 2]
     x0 = torch.ceil(u.min(dim=1).values).clamp(0, w - 1).to(torch.int64)
     x1 = torch.floor(u.max(dim=1).values).clamp(-1, w - 1).to(torch.int64)
@@ -85,8 +92,8 @@ def rasterize(
     ids = torch.nonzero(keep).squeeze(1)
     if ids.numel():
         # Edge-function coefficients normalised to barycentrics: l_k = a_k u + b_k v + c_k.
-        uu, vv, zz = u[ids], v[ids], z[ids]
-        inv_area = 1.0 / area2[ids]
+        uu, vv, zz = u.index_select(0, ids), v.index_select(0, ids), z.index_select(0, ids)
+        inv_area = 1.0 / area2.index_select(0, ids)
         coef = []
         for k in range(2):
             i, j = (k + 1) % 3, (k + 2) % 3
@@ -100,13 +107,13 @@ def rasterize(
         cb = coef[1] * (iz[:, 0] - iz[:, 2]) + coef[4] * (iz[:, 1] - iz[:, 2])
         cc = coef[2] * (iz[:, 0] - iz[:, 2]) + coef[5] * (iz[:, 1] - iz[:, 2]) + iz[:, 2]
         table = torch.stack(coef + [ca, cb, cc], dim=1)  # (F', 9)
-        counts = bw[ids] * bh[ids]
-        _scatter_pairs(buffer, table, ids, counts, x0[ids], y0[ids], bw[ids], face_batch[ids], h, w)
+        x0, y0, bw, bh, fb = (t.index_select(0, ids) for t in (x0, y0, bw, bh, face_batch))
+        _scatter_pairs(buffer, table, ids, bw * bh, x0, y0, bw, fb, h, w)
 
     face = buffer & NO_FACE
     covered = face != NO_FACE
     pixels = torch.nonzero(covered).squeeze(1)
-    pixel_faces = face[pixels]
+    pixel_faces = face.index_select(0, pixels)
     face_map = torch.where(covered, face, torch.full_like(face, -1)).reshape(b, h, w)
     return Fragments(face_map=face_map, pixels=pixels, pixel_faces=pixel_faces)
 
@@ -129,23 +136,25 @@ def _scatter_pairs(buffer, table, ids, counts, x0, y0, bw, fbatch, h, w) -> None
         c = counts[sl]
         num = int(ends_cpu[last - 1]) - base
         local = torch.repeat_interleave(torch.arange(last - first, device=device), c, output_size=num)
-        off = torch.arange(num, device=device) - (starts[sl] - base)[local]
-        width = bw[sl][local]
-        px = x0[sl][local] + off % width
-        py = y0[sl][local] + off // width
-        t = table[sl][local]
+        off = torch.arange(num, device=device) - (starts[sl] - base).index_select(0, local)
+        width = bw[sl].index_select(0, local)
+        px = x0[sl].index_select(0, local) + off % width
+        py = y0[sl].index_select(0, local) + off // width
+        t = table[sl].index_select(0, local)
         pxf, pyf = px.to(t.dtype), py.to(t.dtype)
         l0 = t[:, 0] * pxf + t[:, 1] * pyf + t[:, 2]
         l1 = t[:, 3] * pxf + t[:, 4] * pyf + t[:, 5]
         inside = (l0 >= 0) & (l1 >= 0) & (l0 + l1 <= 1)
         sel = torch.nonzero(inside).squeeze(1)
         if sel.numel():
-            inv_z = t[sel, 6] * pxf[sel] + t[sel, 7] * pyf[sel] + t[sel, 8]
-            good = inv_z > 0
-            sel, inv_z = sel[good], inv_z[good]
-            lf = local[sel]
-            key = (_quantise(1.0 / inv_z) << FACE_BITS) | ids[sl][lf]
-            pix = fbatch[sl][lf] * (h * w) + py[sel] * w + px[sel]
+            ts = t.index_select(0, sel)
+            pxs, pys = pxf.index_select(0, sel), pyf.index_select(0, sel)
+            inv_z = ts[:, 6] * pxs + ts[:, 7] * pys + ts[:, 8]
+            good = torch.nonzero(inv_z > 0).squeeze(1)
+            sel, inv_z = sel.index_select(0, good), inv_z.index_select(0, good)
+            lf = local.index_select(0, sel)
+            key = (_quantise(1.0 / inv_z) << FACE_BITS) | ids[sl].index_select(0, lf)
+            pix = fbatch[sl].index_select(0, lf) * (h * w) + py.index_select(0, sel) * w + px.index_select(0, sel)
             buffer.scatter_reduce_(0, pix, key, reduce="amin")
         first = last
 
@@ -156,7 +165,7 @@ def depth_planes(screen: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     ``1/z`` is affine in screen space over a triangle, so the plane through the three projected
     vertices gives the exact perspective-correct depth. Differentiable in the vertex positions.
     """
-    tri = screen[faces]
+    tri = gather_rows(screen, faces)
     u, v, iz = tri[..., 0], tri[..., 1], 1.0 / tri[..., 2]
     du1, dv1, dz1 = u[:, 1] - u[:, 0], v[:, 1] - v[:, 0], iz[:, 1] - iz[:, 0]
     du2, dv2, dz2 = u[:, 2] - u[:, 0], v[:, 2] - v[:, 0], iz[:, 2] - iz[:, 0]
@@ -170,7 +179,7 @@ def depth_planes(screen: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
 def interpolate_depth(planes: torch.Tensor, frags: Fragments, width: int, height: int) -> torch.Tensor:
     """Differentiable z-depth ``(M,)`` at the covered pixels from the visible faces' planes."""
-    p = planes[frags.pixel_faces]
+    p = planes.index_select(0, frags.pixel_faces)
     px = (frags.pixels % width).to(planes.dtype)
     py = ((frags.pixels // width) % height).to(planes.dtype)
     return 1.0 / (p[:, 0] * px + p[:, 1] * py + p[:, 2])

@@ -27,7 +27,7 @@ import torch
 from sae.render import effects
 from sae.render.antialias import antialias
 from sae.render.geometry import face_albedo, pack_meshes, pose_vertices, project
-from sae.render.raster import NEAR_PLANE, Fragments, depth_planes, interpolate_depth, rasterize
+from sae.render.raster import NEAR_PLANE, Fragments, depth_planes, gather_rows, interpolate_depth, rasterize
 from sae.render.shading import Lighting, face_normals, group_normals, lighting, shade_faces
 from sae.scene.ir import FOLIAGE_CLASSES, FOLIAGE_RANGE, SEM, WEATHER_RANGE, Scene
 
@@ -92,14 +92,16 @@ def shade_background(scene: Scene, light: Lighting) -> torch.Tensor:
     idx, values = [], []
     if foliage_idx.numel():
         tex = effects.noise_texture(h, w, "foliage", scene.device, scene.dtype).reshape(-1)
-        code = scene.foliage[foliage_idx // (h * w)]
+        code = gather_rows(scene.foliage, foliage_idx // (h * w))
         idx.append(foliage_idx)
-        values.append(effects.retexture_foliage(flat[foliage_idx], code, tex[foliage_idx % (h * w)]))
+        values.append(
+            effects.retexture_foliage(gather_rows(flat, foliage_idx), code, gather_rows(tex, foliage_idx % (h * w)))
+        )
     if sky_idx.numel():
         tex = effects.noise_texture(h, w, "cloud", scene.device, scene.dtype).reshape(-1)
-        cover = scene.weather[sky_idx // (h * w), 1]
+        cover = gather_rows(scene.weather[:, 1], sky_idx // (h * w))
         idx.append(sky_idx)
-        values.append(effects.add_clouds(flat[sky_idx], cover, tex[sky_idx % (h * w)]))
+        values.append(effects.add_clouds(gather_rows(flat, sky_idx), cover, gather_rows(tex, sky_idx % (h * w))))
     if idx:
         flat = flat.index_copy(0, torch.cat(idx), torch.cat(values))
     return flat.reshape(b, h * w, 3) * light.bg_gain.unsqueeze(1)
@@ -138,20 +140,21 @@ class TorchRenderer:
         packed = pack_meshes(scene)
         verts = pose_vertices(scene, packed)
         vert_batch = packed.vert_obj // n
-        screen = project(verts, scene.K[vert_batch])
+        screen = project(verts, gather_rows(scene.K, vert_batch))
         faces = packed.faces
         face_batch = packed.face_obj // n
         normals = face_normals(verts, faces)
         with torch.no_grad():
-            centroid = verts[faces].mean(dim=1)
-            front = ((normals * centroid).sum(dim=1) < 0) & (screen[:, 2][faces].min(dim=1).values > NEAR_PLANE)
+            centroid = gather_rows(verts, faces).mean(dim=1)
+            nearest = gather_rows(screen[:, 2], faces).min(dim=1).values
+            front = ((normals * centroid).sum(dim=1) < 0) & (nearest > NEAR_PLANE)
         frags = rasterize(screen.detach(), faces, face_batch, front, scene.bg_depth)
 
         shading_normals = group_normals(verts, faces, packed.face_group, packed.num_groups)
         colors = shade_faces(face_albedo(scene, packed), shading_normals, face_batch, light)
         planes = depth_planes(screen, faces)
         z = interpolate_depth(planes, frags, w, h)
-        image = background.reshape(-1, 3).index_copy(0, frags.pixels, colors[frags.pixel_faces])
+        image = background.reshape(-1, 3).index_copy(0, frags.pixels, gather_rows(colors, frags.pixel_faces))
         depth = scene.bg_depth.reshape(-1).index_copy(0, frags.pixels, z)
         image, depth = image.reshape(b, h, w, 3), depth.reshape(b, h, w)
 
@@ -161,14 +164,16 @@ class TorchRenderer:
 
         def background_at(idx: torch.Tensor) -> torch.Tensor:
             img = idx // (h * w)
-            t = torch.exp(-effects.FOG_BETA * scene.weather[img, 0] * bg_depth[idx]).unsqueeze(1)
-            return airlight[img] + (bg_flat[idx] - airlight[img]) * t
+            fog = gather_rows(scene.weather[:, 0], img)
+            t = torch.exp(-effects.FOG_BETA * fog * gather_rows(bg_depth, idx)).unsqueeze(1)
+            air = gather_rows(airlight, img)
+            return air + (gather_rows(bg_flat, idx) - air) * t
 
         fog_t = torch.exp(-effects.FOG_BETA * scene.weather[:, 0].view(-1, 1, 1) * depth).reshape(-1)
 
         def face_color_at(face_ids: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-            air = airlight[idx // (h * w)]
-            return air + (colors[face_ids] - air) * fog_t[idx].unsqueeze(1)
+            air = gather_rows(airlight, idx // (h * w))
+            return air + (gather_rows(colors, face_ids) - air) * gather_rows(fog_t, idx).unsqueeze(1)
 
         image = antialias(
             image,
@@ -191,7 +196,7 @@ class TorchRenderer:
 
 @torch.no_grad()
 def _instances(frags: Fragments, face_obj: torch.Tensor, b: int, n: int, h: int, w: int):
-    obj = face_obj[frags.pixel_faces]  # flat b * N + n
+    obj = face_obj.index_select(0, frags.pixel_faces)  # flat b * N + n
     instance = torch.full((b * h * w,), -1, dtype=torch.int64, device=frags.pixels.device)
     instance[frags.pixels] = obj % n
     xs = frags.pixels % w

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sae.render.raster import gather_rows
+
 #: Sun elevation (rad) at clear noon and at dusk.
 NOON_ELEVATION = math.radians(58.0)
 DUSK_ELEVATION = math.radians(4.0)
@@ -67,7 +69,7 @@ def lighting(weather: torch.Tensor, sun_azimuth: torch.Tensor) -> Lighting:
 
 def face_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Unit outward normals ``(F, 3)`` of triangles (counter-clockwise seen from outside)."""
-    tri = verts[faces]
+    tri = gather_rows(verts, faces)
     n = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=1)
     return n / n.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
@@ -76,11 +78,11 @@ def group_normals(verts: torch.Tensor, faces: torch.Tensor, face_group: torch.Te
     """Unit normal ``(F, 3)`` of each face's flat group: the area-weighted mean of the group's
     face normals (:func:`~sae.render.geometry.flat_groups`), equal to the face's own normal for a
     group of one face and, up to rounding, for a group that is still flat."""
-    tri = verts[faces]
+    tri = gather_rows(verts, faces)
     n = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=1)  # 2 · area · normal
     total = torch.zeros(num_groups, 3, dtype=n.dtype, device=n.device).index_add(0, face_group, n)
     total = total / total.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return total[face_group]
+    return gather_rows(total, face_group)
 
 
 #: Half-width of the smoothed terminator: ``n·l`` within it gets a quadratic ramp instead of
@@ -106,7 +108,7 @@ def shade_faces(albedo: torch.Tensor, normals: torch.Tensor, face_batch: torch.T
     Returns:
         ``(F, 3)`` shaded linear RGB.
     """
-    l = light.sun_dir[face_batch]
+    l = gather_rows(light.sun_dir, face_batch)
     lambert = soft_clamp_min((normals * l).sum(dim=1), _TERMINATOR)
-    level = light.ambient[face_batch] + light.sun[face_batch] * lambert
-    return albedo * level.unsqueeze(1) * light.color[face_batch]
+    level = gather_rows(light.ambient, face_batch) + gather_rows(light.sun, face_batch) * lambert
+    return albedo * level.unsqueeze(1) * gather_rows(light.color, face_batch)
