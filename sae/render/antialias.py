@@ -282,20 +282,25 @@ def _same_colour_walk(seg, sc, faces, neighbours, front_faces, face, other, rows
     colour (up to :data:`_SLIVER_STEPS` of them), to the first edge across which the colour
     changes. Returns that edge's face and index (-1 where there is none, or where the edge is not
     dominant for the pair direction) and the crossing's distance. No grad."""
-    cur = _rows(face, rows)
-    px = _rows(front_px, rows)
-    base = face_color_at(cur, px)
-    out_f = cur.clone()
-    out_k = torch.full_like(cur, -1)
-    out_s = torch.full(cur.shape, 2.0, dtype=sc.dtype, device=sc.device)
-    entry = None
-    alive = torch.ones_like(cur, dtype=torch.bool)
+    start = _rows(face, rows)
+    px_all = _rows(front_px, rows)
+    other_all = _rows(other, rows)
+    seg_rows = rows if rows is not None else torch.arange(start.numel(), device=start.device)
+    base_all = face_color_at(start, px_all)
+    out_f = start.clone()
+    out_k = torch.full_like(start, -1)
+    out_s = torch.full(start.shape, 2.0, dtype=sc.dtype, device=sc.device)
+    # The walk goes on only for the segments still inside same-colour faces (`act`, positions in
+    # `rows`); each step works on those alone.
+    act = torch.arange(start.numel(), device=start.device)
+    cur, entry = start, None
+    px, base, oth, srows = px_all, base_all, other_all, seg_rows
     for step in range(_SLIVER_STEPS + 1):
-        k, s = _edge_crossings(seg, sc, faces, cur, rows, dominant_only=False, after=entry)
-        found = alive & (k >= 0)
+        k, s = _edge_crossings(seg, sc, faces, cur, srows, dominant_only=False, after=entry)
+        found = k >= 0
         kk = k.clamp_min(0)
         nxt = _face_vertex(neighbours, cur, kk)
-        cont = found & (nxt >= 0) & _take(front_faces, nxt.clamp_min(0)) & (nxt != _rows(other, rows))
+        cont = found & (nxt >= 0) & _take(front_faces, nxt.clamp_min(0)) & (nxt != oth)
         if cont.any():
             cont &= (face_color_at(nxt.clamp_min(0), px) - base).abs().amax(dim=1) <= _SAME_COLOUR
         if step == _SLIVER_STEPS:
@@ -304,15 +309,16 @@ def _same_colour_walk(seg, sc, faces, neighbours, front_faces, face, other, rows
         tri = _take(sc, _take(faces, cur))
         p = tri.gather(1, kk.view(-1, 1, 1).expand(-1, 1, 3)).squeeze(1)
         q = tri.gather(1, ((kk + 1) % 3).view(-1, 1, 1).expand(-1, 1, 3)).squeeze(1)
-        hit = stop & seg.dominant(p, q)
-        out_f = torch.where(hit, cur, out_f)
-        out_k = torch.where(hit, k, out_k)
-        out_s = torch.where(hit, s, out_s)
-        alive = cont
-        if not alive.any():
+        hit = torch.nonzero(stop & seg.dominant(p, q)).squeeze(1)
+        at = _take(act, hit)
+        out_f.index_copy_(0, at, _take(cur, hit))
+        out_k.index_copy_(0, at, _take(k, hit))
+        out_s.index_copy_(0, at, _take(s, hit))
+        go = torch.nonzero(cont).squeeze(1)
+        if go.numel() == 0:
             break
-        cur = torch.where(alive, nxt, cur)
-        entry = torch.where(alive, s, torch.full_like(s, 3.0))
+        act, cur, entry = _take(act, go), _take(nxt, go), _take(s, go)
+        px, base, oth, srows = (_take(t, act) for t in (px_all, base_all, other_all, seg_rows))
     return out_f, out_k, out_s
 
 
