@@ -132,3 +132,20 @@ def test_batched_nms_equals_torchvision():
                 same = labels[ours][:, None] == labels[ours][None, :]
                 overlap = torchvision.ops.box_iou(kept, kept).masked_fill(~same, 0).fill_diagonal_(0)
                 assert overlap.max() <= iou and len(ours) < n
+
+
+def test_channels_last_pooling_is_bit_identical():
+    """_MaxPool runs in channels-last layout on CPU: the same values and input gradients as
+    nn.MaxPool2d, ties after a ReLU included (the first maximum in scan order gets the gradient)."""
+    from sae.detectors.squeezedet import _MaxPool
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.relu(torch.randn(2, 5, 17, 23, generator=gen)).round(decimals=1)  # many ties
+    x.requires_grad_(True)
+    ref = torch.nn.MaxPool2d(3, 2, padding=1)(x)
+    out = _MaxPool()(x)
+    assert out.is_contiguous() and torch.equal(out, ref)
+    g = torch.randn(ref.shape, generator=gen)
+    (want,) = torch.autograd.grad(ref, x, g)
+    (got,) = torch.autograd.grad(out, x, g)
+    assert torch.equal(got, want)

@@ -289,7 +289,10 @@ def run_task(out: Path, task: Task) -> dict:
 
 
 def _worker_init() -> None:
+    from sae.memory import retain_freed_memory
+
     torch.set_num_threads(1)
+    retain_freed_memory()  # a spawned worker starts with glibc's defaults (sae.memory)
 
 
 def _run(args) -> dict:

@@ -63,6 +63,22 @@ class ConvDet(nn.Module):
         return {"deltas": y[..., :4], "confidence": y[..., 4], "class_logits": y[..., 5:], "grid": (h, w)}
 
 
+class _MaxPool(nn.MaxPool2d):
+    """SqueezeNet's 3×3, stride-2 max pooling, run in channels-last layout on CPU, where PyTorch's
+    kernel for the usual layout is 3-4× slower: for the three pools of the default victim at
+    621×188, batch 8, one thread, 155 → 42 ms without gradients, 144 → 48 ms forward and 168 →
+    138 ms forward+backward with them (training, an attack's input gradient). Same maxima and the
+    same argmax (the first in scan order), so the same values and gradients bit for bit (tested)."""
+
+    def __init__(self):
+        super().__init__(3, 2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return super().forward(x)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
 class SqueezeDet(Detector):
     """SqueezeDet. ``forward`` takes ``(B, 3, H, W)`` images in [0, 1]."""
 
@@ -93,14 +109,14 @@ class SqueezeDet(Detector):
         layers: list[nn.Module] = [
             nn.Conv2d(3, ch(64), 3, stride=2, padding=1),
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, 2, padding=1),
+            _MaxPool(),
         ]
         cin = ch(64)
         for i, (sq, ex) in enumerate(fires):
             layers.append(Fire(cin, ch(sq), ch(ex), ch(ex), cfg.batch_norm))
             cin = 2 * ch(ex)
             if i in (1, 3):
-                layers.append(nn.MaxPool2d(3, 2, padding=1))
+                layers.append(_MaxPool())
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(cfg.dropout)
         self.anchor_shapes = cfg.anchor_shapes()
