@@ -149,3 +149,15 @@ def test_channels_last_pooling_is_bit_identical():
     (want,) = torch.autograd.grad(ref, x, g)
     (got,) = torch.autograd.grad(out, x, g)
     assert torch.equal(got, want)
+
+
+def test_pooling_keeps_a_channels_last_input_as_it_was():
+    """Renderer images reach the detector permuted from (B, H, W, 3), i.e. channels-last; the
+    layers after the pooling must see that layout as nn.MaxPool2d leaves it (their arithmetic
+    depends on it)."""
+    from sae.detectors.squeezedet import _MaxPool
+
+    x = torch.rand(2, 13, 17, 6).permute(0, 3, 1, 2)  # channels-last strides, as image_chw
+    ref = torch.nn.MaxPool2d(3, 2, padding=1)(x)
+    out = _MaxPool()(x)
+    assert torch.equal(out, ref) and out.stride() == ref.stride()

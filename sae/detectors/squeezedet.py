@@ -89,13 +89,17 @@ class _MaxPool(nn.MaxPool2d):
     faster of the two). For the three pools of the default victim at 621×188, batch 8, one thread:
     155 → 42 ms without gradients; forward+backward 159 → 65 ms
     (:class:`_ChannelsLastMaxPool`). Same maxima, the same argmax (the first in scan order) and
-    the same backward kernel, so the same values and gradients bit for bit (tested)."""
+    the same backward kernel, so the same values and gradients bit for bit (tested); the output keeps
+    the input's layout."""
 
     def __init__(self):
         super().__init__(3, 2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or not x.is_contiguous():
+            # CUDA; or already channels-last (a batch of renderer images, permuted from (B, H, W, 3),
+            # keeps that layout through the convolutions), which PyTorch pools fast itself, and
+            # whose layout the layers after must keep for the same arithmetic
             return super().forward(x)
         if torch.is_grad_enabled() and x.requires_grad:
             return _ChannelsLastMaxPool.apply(x)
