@@ -11,7 +11,8 @@ forward+backward at 1242×375, batch 8, 1.77 → 1.27 s.
 
 :func:`retain_freed_memory` tells glibc to serve every request from its heap and to never trim
 it, so a buffer freed by one step is reused by the next. The process's resident memory then
-stays at its peak instead of falling back between steps; the peak itself is the same. The ``sae``
+stays at its peak instead of falling back between steps, and the peak can grow a little with the
+heap's fragmentation (the render bench at 1242×375, batch 8: 1527 → 1619 MB). The ``sae``
 command line calls it first thing; a library user calls it once at the start of a script.
 Elsewhere (macOS, musl, Windows) it does nothing.
 """

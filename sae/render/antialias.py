@@ -43,9 +43,9 @@ def _rows(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
     return x if rows is None else x.index_select(0, rows)
 
 
-def _face_vertex(faces: torch.Tensor, face: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """``faces[face, k]``: vertex ``k`` of each face."""
-    return faces.reshape(-1).index_select(0, face * 3 + k)
+def _entry(table: torch.Tensor, face: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``table[face, k]`` of a per-face ``(F, 3)`` table (vertex ids, neighbours)."""
+    return table.reshape(-1).index_select(0, face * 3 + k)
 
 
 def _pairs(face_map: torch.Tensor, depth: torch.Tensor, horizontal: bool):
@@ -227,7 +227,7 @@ def antialias(
             if order.numel() == 0:
                 continue
             ek, ef = _take(edge_k, by_edge), _take(edge_face, by_edge)
-            edge_v = (_face_vertex(faces, ef, ek), _face_vertex(faces, ef, (ek + 1) % 3))
+            edge_v = (_entry(faces, ef, ek), _entry(faces, ef, (ek + 1) % 3))
             sliver = (
                 _follow_slivers(seg, sc, faces, neighbours, front_faces, face, other, by_edge, own, ek, ef, s1_est)
                 if slivers
@@ -282,24 +282,23 @@ def _same_colour_walk(seg, sc, faces, neighbours, front_faces, face, other, rows
     colour (up to :data:`_SLIVER_STEPS` of them), to the first edge across which the colour
     changes. Returns that edge's face and index (-1 where there is none, or where the edge is not
     dominant for the pair direction) and the crossing's distance. No grad."""
-    start = _rows(face, rows)
-    px_all = _rows(front_px, rows)
-    other_all = _rows(other, rows)
-    seg_rows = rows if rows is not None else torch.arange(start.numel(), device=start.device)
-    base_all = face_color_at(start, px_all)
-    out_f = start.clone()
-    out_k = torch.full_like(start, -1)
-    out_s = torch.full(start.shape, 2.0, dtype=sc.dtype, device=sc.device)
+    cur = _rows(face, rows)
+    px = _rows(front_px, rows)
+    oth = _rows(other, rows)
+    srows = rows if rows is not None else torch.arange(cur.numel(), device=cur.device)
+    base = face_color_at(cur, px)
+    out_f = cur.clone()
+    out_k = torch.full_like(cur, -1)
+    out_s = torch.full(cur.shape, 2.0, dtype=sc.dtype, device=sc.device)
     # The walk goes on only for the segments still inside same-colour faces (`act`, positions in
     # `rows`); each step works on those alone.
-    act = torch.arange(start.numel(), device=start.device)
-    cur, entry = start, None
-    px, base, oth, srows = px_all, base_all, other_all, seg_rows
+    act = torch.arange(cur.numel(), device=cur.device)
+    entry = None
     for step in range(_SLIVER_STEPS + 1):
         k, s = _edge_crossings(seg, sc, faces, cur, srows, dominant_only=False, after=entry)
         found = k >= 0
         kk = k.clamp_min(0)
-        nxt = _face_vertex(neighbours, cur, kk)
+        nxt = _entry(neighbours, cur, kk)
         cont = found & (nxt >= 0) & _take(front_faces, nxt.clamp_min(0)) & (nxt != oth)
         if cont.any():
             cont &= (face_color_at(nxt.clamp_min(0), px) - base).abs().amax(dim=1) <= _SAME_COLOUR
@@ -318,7 +317,7 @@ def _same_colour_walk(seg, sc, faces, neighbours, front_faces, face, other, rows
         if go.numel() == 0:
             break
         act, cur, entry = _take(act, go), _take(nxt, go), _take(s, go)
-        px, base, oth, srows = (_take(t, act) for t in (px_all, base_all, other_all, seg_rows))
+        px, base, oth, srows = (_take(t, go) for t in (px, base, oth, srows))
     return out_f, out_k, out_s
 
 
@@ -326,7 +325,7 @@ def _follow_slivers(seg, sc, faces, neighbours, front_faces, face, other, by_edg
     """Pairs whose front-face crossing edge is a crease to drawn faces showing at neither pixel:
     walk through up to :data:`_SLIVER_STEPS` of them to where the segment leaves. Returns the
     rows (into ``by_edge``), the first sliver face, and the exit edge's vertex ids. No grad."""
-    nbr = _face_vertex(neighbours, ef, ek)
+    nbr = _entry(neighbours, ef, ek)
     rows_all = by_edge
     cand = _take(own, rows_all) & (nbr >= 0)
     cand &= _take(front_faces, nbr.clamp_min(0)) & (nbr != _take(other, rows_all)) & (nbr != _take(face, rows_all))
@@ -346,7 +345,7 @@ def _follow_slivers(seg, sc, faces, neighbours, front_faces, face, other, by_edg
         last_face = torch.where(step, cur, last_face)
         last_k = torch.where(step, k_out, last_k)
         entry = torch.where(step, s_out, entry)
-        nxt = _face_vertex(neighbours, cur, k_out.clamp_min(0))
+        nxt = _entry(neighbours, cur, k_out.clamp_min(0))
         alive = step & (nxt >= 0) & _take(front_faces, nxt.clamp_min(0)) & (nxt != other_r) & (nxt != face_r)
         cur = torch.where(alive, nxt, cur)
         if not alive.any():
@@ -363,4 +362,4 @@ def _follow_slivers(seg, sc, faces, neighbours, front_faces, face, other, by_edg
     keep = torch.nonzero(keep).squeeze(1)
     first = _take(_take(nbr, idx), keep)
     lf, lk = _take(last_face, keep), _take(last_k, keep)
-    return _take(idx, keep), first, (_face_vertex(faces, lf, lk), _face_vertex(faces, lf, (lk + 1) % 3))
+    return _take(idx, keep), first, (_entry(faces, lf, lk), _entry(faces, lf, (lk + 1) % 3))
