@@ -125,20 +125,27 @@ def test_geometric_gradients_agree_with_finite_differences(name):
     assert sum(_agreement(results)) >= 0.75 * len(results), results
 
 
+_BELOW_TARGET = "below the issue's 90 %: {} of 120 cases within 25 % (1-D anti-aliasing leaves pixel jumps)"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
     [
         "translate",
-        "rotate",
-        pytest.param("mesh", marks=pytest.mark.xfail(reason="mesh: 35/40 cases within 25 %, the target is 36/40")),
+        pytest.param("rotate", marks=pytest.mark.xfail(strict=True, reason=_BELOW_TARGET.format(97))),
+        pytest.param("mesh", marks=pytest.mark.xfail(strict=True, reason=_BELOW_TARGET.format(102))),
     ],
 )
 def test_geometric_gradients_meet_the_target(name):
-    """The renderer issue's target: same sign and within 25 % in ≥ 90 % of random cases (40 cases
-    at 1242×375 in float64, two minutes for the three parameters: ``-m slow``; the default suite
-    keeps the 16-case guard above)."""
-    good = _agreement(_geometric_cases(name, 40, seed={"translate": 11, "rotate": 12, "mesh": 13}[name]))
+    """The renderer issue's target: same sign and within 25 % in ≥ 90 % of random cases (120 cases
+    per parameter at 1242×375 in float64, about three minutes for the three: ``-m slow``; the
+    default suite keeps the 16-case guard above). Measured: translate 111, rotate 97, mesh 102 of
+    120. The first 40 cases alone gave 37, 36 and 35, which overstated translate and rotate: the
+    share is a rate, and 40 cases estimate it to about ±5 %. A strict xfail turns into a failure
+    when a parameter reaches the target, so the marker is updated with the renderer."""
+    good = _agreement(_geometric_cases(name, 120, seed={"translate": 11, "rotate": 12, "mesh": 13}[name]))
+    print(f"{name}: {sum(good)}/{len(good)} cases agree")
     assert sum(good) >= 0.9 * len(good), good
 
 
