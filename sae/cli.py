@@ -774,9 +774,10 @@ def build_parser() -> argparse.ArgumentParser:
     fs.set_defaults(func=cmd_figure_sae)
     fd = fsub.add_parser(
         "diagnostics",
-        help="loss traces, sensitivity and θ of an attack run",
-        description="Per attack run: the objective over queries, per-parameter sensitivity at θ = 0, and the "
-        "final θ in physical units.",
+        help="loss traces, sensitivity, θ and step agreement of an attack run",
+        description="Per attack run: the objective over queries, per-parameter sensitivity at θ = 0, the "
+        "final θ in physical units, and per-parameter step agreement (the share of gradient signs kept from one "
+        "step to the next; about 0.5 means the sign steps random-walk).",
     )
     fd.add_argument("--attack", required=True, help="the `sae attack --out` folder")
     fd.add_argument("--out", required=True, help="output PNG")

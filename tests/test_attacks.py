@@ -420,3 +420,34 @@ def test_a_resumed_random_search_draws_what_an_uninterrupted_one_does(smoke_data
             assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files), name
     assert json.loads(resumed[1])["trace"] == json.loads(rows[1])["trace"]
     assert not list(cut.rglob("*.tmp"))
+
+
+def test_step_agreement_tells_a_steady_climb_from_a_random_walk():
+    """The diagnostic of iterative sign steps: 1 when every step keeps its direction, 0 when each
+    reverses the last, NaN for a one-step attack; examples are counted apart."""
+    # L = Σ a·c per example (B = 2): the gradient c never changes sign
+    steady = sign_gradient(
+        lambda p: (p["a"], None),
+        lambda x, aux: (x * torch.tensor([[1.0, -2.0, 3.0], [0.5, 0.5, -1.0]])).sum(1),
+        {"a": torch.zeros(2, 3)},
+        {"a": 0.1},
+        lambda p: p,
+        steps=4,
+    )
+    assert torch.equal(steady.step_agreement["a"], torch.ones(2, dtype=torch.float64))
+    # L = -Σ (a - 0.05)² for example 0 (a sign step of 0.1 overshoots its optimum every time:
+    # the gradient reverses at each step); a steady climb for example 1
+    target = torch.tensor([[0.05], [10.0]])
+    both = sign_gradient(
+        lambda p: (p["a"], None),
+        lambda x, aux: -((x - target) ** 2).sum(1),
+        {"a": torch.zeros(2, 1)},
+        {"a": 0.1},
+        lambda p: p,
+        steps=5,
+    )
+    assert both.step_agreement["a"].tolist() == [0.0, 1.0]
+    one = sign_gradient(
+        lambda p: (p["a"], None), lambda x, aux: x.sum(1), {"a": torch.zeros(2, 1)}, {"a": 0.1}, lambda p: p
+    )
+    assert torch.isnan(one.step_agreement["a"]).all()

@@ -61,6 +61,11 @@ class AttackResult:
             how much one sign step of that parameter is predicted to raise the objective.
         queries: objective evaluations made.
         time: :class:`Timer` (seconds for the whole batch).
+        step_agreement: per parameter, ``(B,)`` share of its gradient's signs that agree with the
+            previous step's (over every pair of consecutive gradient steps and every element
+            where both gradients are non-zero): 1 is a steady climb, about ½ a random walk, in
+            which ε-sized sign steps go back and forth and end near the start. NaN where there
+            is no such pair (one-step attacks); empty for attacks without sign steps.
     """
 
     params: Params
@@ -72,6 +77,7 @@ class AttackResult:
     sensitivity: dict[str, torch.Tensor] = field(default_factory=dict)
     queries: int = 0
     time: Timer = field(default_factory=Timer)
+    step_agreement: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _sync(t: torch.Tensor) -> None:
@@ -112,6 +118,35 @@ def _value_and_grad(make: Make, objective: Objective, params: Params, timer: Tim
 def _sensitivity(grads: Params, step: dict[str, float]) -> dict[str, torch.Tensor]:
     """Per parameter and example, ``Σ|∂L/∂p| · step``: what one sign step is predicted to add."""
     return {n: g.abs().reshape(len(g), -1).sum(1) * step[n] for n, g in grads.items()}
+
+
+class _Agreement:
+    """Counts, per parameter and example, how many gradient signs agree with the previous step's
+    (see :attr:`AttackResult.step_agreement`)."""
+
+    def __init__(self):
+        self.previous = None
+        self.agree, self.pairs = {}, {}
+
+    def add(self, grads: Params) -> None:
+        signs = {n: g.detach().sign().reshape(len(g), -1) for n, g in grads.items()}
+        if self.previous is not None:
+            for n, now in signs.items():
+                before = self.previous[n]
+                both = (now != 0) & (before != 0)
+                self.agree[n] = self.agree.get(n, 0) + ((now == before) & both).sum(1)
+                self.pairs[n] = self.pairs.get(n, 0) + both.sum(1)
+        self.previous = signs
+
+    def result(self) -> dict[str, torch.Tensor]:
+        if self.previous is None:
+            return {}
+        if not self.pairs:  # a single gradient step: nothing to compare
+            return {n: torch.full((len(s),), float("nan")) for n, s in self.previous.items()}
+        return {
+            n: torch.where(self.pairs[n] > 0, self.agree[n] / self.pairs[n].clamp_min(1), float("nan")).double().cpu()
+            for n in self.pairs
+        }
 
 
 def _choose(best: Params, cand: Params, better: torch.Tensor) -> Params:
@@ -170,6 +205,7 @@ def sign_gradient(
         )
     loss_before = None
     best = _Best()
+    agreement = _Agreement()
     for k in range(steps + 1):
         last = k == steps
         loss, grads, images, aux = _value_and_grad(make, objective, params, timer, need_grad=not last)
@@ -184,6 +220,7 @@ def sign_gradient(
             best.offer(params, loss, loss, images, aux)
         if last:
             break
+        agreement.add(grads)
         params = project({n: params[n] + step[n] * grads[n].sign() for n in params})
     if keep_best:
         params, loss, images, aux = best.params, best.loss, best.images, best.aux
@@ -196,6 +233,7 @@ def sign_gradient(
         loss_after=loss,
         trace=torch.stack(trace),
         sensitivity=sensitivity,
+        step_agreement=agreement.result(),
         queries=len(trace),
         time=timer,
     )

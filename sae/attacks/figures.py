@@ -81,14 +81,15 @@ def benign_vs_sae(
 
 def diagnostics(attack_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Loss trace over queries (every example and the mean), per-parameter sensitivity at the
-    start, and θ in physical units, for one attack run."""
+    start, θ in physical units, and per-parameter step agreement (1: every sign step kept its
+    direction; ½: a random walk), for one attack run."""
     records = load_records(attack_dir)
     if not records:
         raise ValueError(f"{attack_dir}: no records")
     summary = json.loads((Path(attack_dir) / "summary.json").read_text())
     label = summary["config"].get("combo", "pixel") + " / " + summary["config"].get("method", "")
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4))
     traces = np.array([r["trace"] for r in records])
     rel = traces - traces[:, :1]
     for row in rel:
@@ -113,6 +114,16 @@ def diagnostics(attack_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
         axes[2].boxplot(vals, tick_labels=names)
         axes[2].tick_params(axis="x", rotation=30)
     axes[2].set_title("|θ*| in physical units (°, m, RGB, code)")
+    agree = [r.get("step_agreement") or {} for r in records]  # absent in older records
+    names = [k for k in (agree[0] if agree else {}) if any(a.get(k) is not None for a in agree)]
+    if names:
+        vals = [[a[k] for a in agree if a.get(k) is not None] for k in names]
+        axes[3].boxplot(vals, tick_labels=names)
+        axes[3].tick_params(axis="x", rotation=30)
+        axes[3].set_ylim(-0.02, 1.02)
+    axes[3].axhline(0.5, color="C3", linewidth=1, linestyle="--", label="random walk")
+    axes[3].legend(loc="lower right")
+    axes[3].set_title("step agreement (gradient signs kept)")
     fig.suptitle(f"attack diagnostics: {label}; loss raised on {100 * summary['raised']:.0f}% of examples")
     fig.tight_layout()
     return save_figure(fig, out)

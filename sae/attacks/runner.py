@@ -7,8 +7,9 @@ output is a data set in the same layout — ``OUT/vkitti2`` (with the SAEs' IRs)
 framework can use it. Beside it:
 
 * ``OUT/attack.jsonl``: one record per example — its name, θ in physical units, the loss
-  before and after and at every query, per-parameter sensitivity, queries, and seconds split
-  into render, detector and other time;
+  before and after and at every query, per-parameter sensitivity and step agreement (whether
+  successive gradient signs agree: an attack whose steps go back and forth ends near θ = 0),
+  queries, and seconds split into render, detector and other time;
 * ``OUT/theta/<name>.npz``: θ* per example (the perturbation δ for pixel attacks, as uint8
   pixels of ``x + δ``);
 * ``OUT/summary.json``: the configuration and the means over the split.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -180,6 +182,9 @@ def attack_split(
                     "loss_after": float(result.loss_after[b]),
                     "trace": [float(v) for v in result.trace[:, b]],
                     "sensitivity": {k: float(v[b]) for k, v in result.sensitivity.items()},
+                    "step_agreement": {
+                        k: (None if math.isnan(float(v[b])) else float(v[b])) for k, v in result.step_agreement.items()
+                    },
                     "theta": physical[b],
                     "queries": result.queries,
                     "seconds": {k: v * share for k, v in result.time.as_dict().items()},
@@ -245,6 +250,11 @@ def finish(out: Path, frames, config, size, images: dict | None = None) -> dict:
             k: mean(r["sensitivity"].get(k, 0.0) for r in rows) for k in (rows[0]["sensitivity"] if rows else {})
         },
         "theta": {k: mean(abs(r["theta"].get(k, 0.0)) for r in rows) for k in (rows[0]["theta"] if rows else {})},
+        # records written before the diagnostic existed have none
+        "step_agreement": {
+            k: mean(a[k] for a in (r.get("step_agreement", {}) for r in rows) if a.get(k) is not None)
+            for k in (rows[0].get("step_agreement", {}) if rows else {})
+        },
     }
     write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
