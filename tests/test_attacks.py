@@ -302,6 +302,12 @@ def test_attack_cli_writes_a_resumable_sae_data_set(smoke_data, checkpoint, tmp_
     assert len(list((out / "kitti").rglob("*.txt"))) >= 2
     summary = json.loads((out / "summary.json").read_text())
     assert summary["examples"] == 2 and summary["kind"] == "semantic"
+    # step agreement of the two sign steps, per parameter: a share, or None where no element had
+    # a non-zero gradient at both steps (strict JSON: no NaN)
+    for agree in [r["step_agreement"] for r in rows] + [summary["step_agreement"]]:
+        assert set(agree) == {"color", "translate"}
+        assert all(v is None or 0 <= v <= 1 for v in agree.values())
+    json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in summary.json"))
     # the SAE set is evaluated like any other folder
     assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(out / "vkitti2")]) == 0
     # a pixel FGSM set: every pixel within ε (plus uint8 rounding) of the benign rendering

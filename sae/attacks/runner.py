@@ -234,6 +234,10 @@ def finish(out: Path, frames, config, size, images: dict | None = None) -> dict:
         values = list(values)
         return float(np.mean(values)) if values else float("nan")
 
+    def mean_or_none(values):
+        values = list(values)
+        return float(np.mean(values)) if values else None
+
     summary = {
         "kind": "semantic" if semantic else "pixel",
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
@@ -250,9 +254,9 @@ def finish(out: Path, frames, config, size, images: dict | None = None) -> dict:
             k: mean(r["sensitivity"].get(k, 0.0) for r in rows) for k in (rows[0]["sensitivity"] if rows else {})
         },
         "theta": {k: mean(abs(r["theta"].get(k, 0.0)) for r in rows) for k in (rows[0]["theta"] if rows else {})},
-        # records written before the diagnostic existed have none
+        # None for one-step attacks; records written before the diagnostic existed have none
         "step_agreement": {
-            k: mean(a[k] for a in (r.get("step_agreement", {}) for r in rows) if a.get(k) is not None)
+            k: mean_or_none(a[k] for a in (r.get("step_agreement", {}) for r in rows) if a.get(k) is not None)
             for k in (rows[0].get("step_agreement", {}) if rows else {})
         },
     }
