@@ -304,7 +304,10 @@ def cmd_attack(args: argparse.Namespace) -> int:
     summary = attack_split(
         model, args.data, args.out, config, size, args.batch_size, args.limit, args.device, True, images
     )
-    print(json.dumps({k: summary[k] for k in ("examples", "loss_before", "loss_after", "raised")}, indent=2))
+    shown = ("examples", "loss_before", "loss_after", "raised") + (
+        ("step_agreement",) if summary["step_agreement"] else ()
+    )
+    print(json.dumps({k: summary[k] for k in shown}, indent=2))
     print(f"wrote {args.out}")
     if args.eval:  # the victim on its own adversarial set, as `sae eval` would score it
         from sae.detectors.evaluate import evaluate_folder
