@@ -130,22 +130,18 @@ class _Agreement:
 
     def add(self, grads: Params) -> None:
         signs = {n: g.detach().sign().reshape(len(g), -1) for n, g in grads.items()}
-        if self.previous is not None:
-            for n, now in signs.items():
-                before = self.previous[n]
-                both = (now != 0) & (before != 0)
-                self.agree[n] = self.agree.get(n, 0) + ((now == before) & both).sum(1)
-                self.pairs[n] = self.pairs.get(n, 0) + both.sum(1)
+        for n, now in signs.items():
+            before = now if self.previous is None else self.previous[n]
+            both = (now != 0) & (before != 0) & (self.previous is not None)
+            self.agree[n] = self.agree.get(n, 0) + ((now == before) & both).sum(1)
+            self.pairs[n] = self.pairs.get(n, 0) + both.sum(1)
         self.previous = signs
 
     def result(self) -> dict[str, torch.Tensor]:
-        if self.previous is None:
-            return {}
-        if not self.pairs:  # a single gradient step: nothing to compare
-            return {n: torch.full((len(s),), float("nan")) for n, s in self.previous.items()}
+        """Per parameter, ``(B,)`` agreeing share; NaN where no element had a pair of steps."""
         return {
-            n: torch.where(self.pairs[n] > 0, self.agree[n] / self.pairs[n].clamp_min(1), float("nan")).double().cpu()
-            for n in self.pairs
+            n: torch.where(pairs > 0, self.agree[n] / pairs.clamp_min(1), float("nan")).double().cpu()
+            for n, pairs in self.pairs.items()
         }
 
 

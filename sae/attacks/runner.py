@@ -182,8 +182,8 @@ def attack_split(
                     "loss_after": float(result.loss_after[b]),
                     "trace": [float(v) for v in result.trace[:, b]],
                     "sensitivity": {k: float(v[b]) for k, v in result.sensitivity.items()},
-                    "step_agreement": {
-                        k: (None if math.isnan(float(v[b])) else float(v[b])) for k, v in result.step_agreement.items()
+                    "step_agreement": {  # NaN (no pair of steps) as null: strict JSON
+                        k: (None if math.isnan(v[b]) else float(v[b])) for k, v in result.step_agreement.items()
                     },
                     "theta": physical[b],
                     "queries": result.queries,
@@ -230,13 +230,9 @@ def finish(out: Path, frames, config, size, images: dict | None = None) -> dict:
     count = export(items(), out, images=images)
     rows = [done[f[0]] for f in frames]
 
-    def mean(values):
+    def mean(values, empty=float("nan")):
         values = list(values)
-        return float(np.mean(values)) if values else float("nan")
-
-    def mean_or_none(values):
-        values = list(values)
-        return float(np.mean(values)) if values else None
+        return float(np.mean(values)) if values else empty
 
     summary = {
         "kind": "semantic" if semantic else "pixel",
@@ -256,7 +252,7 @@ def finish(out: Path, frames, config, size, images: dict | None = None) -> dict:
         "theta": {k: mean(abs(r["theta"].get(k, 0.0)) for r in rows) for k in (rows[0]["theta"] if rows else {})},
         # None for one-step attacks; records written before the diagnostic existed have none
         "step_agreement": {
-            k: mean_or_none(a[k] for a in (r.get("step_agreement", {}) for r in rows) if a.get(k) is not None)
+            k: mean((a[k] for a in (r.get("step_agreement", {}) for r in rows) if a.get(k) is not None), None)
             for k in (rows[0].get("step_agreement", {}) if rows else {})
         },
     }
