@@ -185,6 +185,19 @@ def _queries(eval_dir: Path) -> int:
     return int(summary["queries"])
 
 
+def _step_agreement(eval_dir: Path) -> str:
+    """The attack's mean step agreement per parameter (``summary.json``), as text; empty for a
+    one-step attack or a summary written before the diagnostic existed."""
+    agreement = read_json(eval_dir.parent / "summary.json").get("step_agreement") or {}
+    shown = {k: v for k, v in agreement.items() if v is not None}
+    if not shown:
+        return ""
+    return (
+        "; its step agreement (share of gradient signs a step keeps from the previous one, ½ a random walk) "
+        + ", ".join(f"{k} {v:.2f}" for k, v in shown.items())
+    )
+
+
 def _combo(name: str) -> str:
     from sae.constants import parse_combo
 
@@ -241,7 +254,8 @@ def check_claims(layout: Layout, difficulty: str = "moderate", bootstrap: Bootst
             + "; combos "
             + ", ".join(f"{c} {v.text(True)}" for c, v in combos.items())
             + f"; {headline} minus each of its parameters: "
-            + ", ".join(f"{p} {v.text(True)}" for p, v in worse.items()),
+            + ", ".join(f"{p} {v.text(True)}" for p, v in worse.items())
+            + _step_agreement(layout.attack(headline)),
             "criterion": f"{headline} lowers mAP (interval below 0) and more than each of its single parameters",
             "holds": _verdict(parts),
         }

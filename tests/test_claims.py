@@ -93,3 +93,20 @@ def test_verdicts():
     straddles = Estimate(-2.0, -5.0, 1.0)
     assert _sig(straddles, "below") is None and _sig(straddles, "above") is False
     assert straddles.text(True) == "-2.0 [-5.0, +1.0]"
+
+
+def test_c1_quotes_the_headline_attacks_step_agreement(tmp_path):
+    import json
+
+    from sae.claims import _step_agreement
+
+    attack = tmp_path / "attack"
+    (attack / "eval").mkdir(parents=True)
+    (attack / "summary.json").write_text(json.dumps({"step_agreement": {"rotate": 0.4937, "mesh": 1.0}}))
+    text = _step_agreement(attack / "eval")
+    assert "rotate 0.49, mesh 1.00" in text and "random walk" in text
+    # a one-step attack (null) or a summary from before the diagnostic: nothing to quote
+    (attack / "summary.json").write_text(json.dumps({"step_agreement": {"rotate": None}}))
+    assert _step_agreement(attack / "eval") == ""
+    (attack / "summary.json").write_text(json.dumps({"queries": 7}))
+    assert _step_agreement(attack / "eval") == ""

@@ -160,6 +160,7 @@ def test_smoke_run_end_to_end(smoke_reference, tmp_path):
     assert [c["claim"] for c in claims["claims"]] == [f"C{i}" for i in range(1, 9)], claims
     assert {c["holds"] for c in claims["claims"]} <= {"yes", "partly", "no"}, claims
     assert claims["meta"]["resamples"] == 20 and "| C8 |" in (out / "tables" / "claims.md").read_text()
+    assert "step agreement" in claims["claims"][0]["ours"], claims["claims"][0]  # C1 quotes the 2-step attack
     assert (out / "figures" / "figure2_benign_vs_sae.png").stat().st_size > 20_000
     assert (out / "figures" / "table2_combos.png").stat().st_size > 5_000
     assert (out / "figures" / "runtime.png").stat().st_size > 5_000
