@@ -143,7 +143,16 @@ def test_geometric_gradients_meet_the_target(name):
     default suite keeps the 16-case guard above). Measured: translate 111, rotate 97, mesh 102 of
     120. The first 40 cases alone gave 37, 36 and 35, which overstated translate and rotate: the
     share is a rate, and 40 cases estimate it to about ±5 %. A strict xfail turns into a failure
-    when a parameter reaches the target, so the marker is updated with the renderer."""
+    when a parameter reaches the target, so the marker is updated with the renderer.
+
+    Where rotate's 23 misses are: in the cases whose finite difference is small for the car's
+    size (the loss weights' changes over the car nearly cancel). Ranked by |fd| / √(car's pixel
+    area), the lowest quarter agrees in 14 of 30 cases, the other three quarters in 83 of 90
+    (92 %); the car's size alone does not matter (22–25 of 30 per area quarter), nor does a face
+    turning towards or away from the camera inside the difference's window (a true kink of the
+    image: 12 of 17 such cases agree, 85 of 103 others). So the misses are where the jumps the
+    anti-aliasing leaves (which the finite difference sees and autograd cannot) weigh against a
+    derivative near zero."""
     good = _agreement(_geometric_cases(name, 120, seed={"translate": 11, "rotate": 12, "mesh": 13}[name]))
     print(f"{name}: {sum(good)}/{len(good)} cases agree")
     assert sum(good) >= 0.9 * len(good), good
