@@ -1,9 +1,11 @@
 """``sae doctor``: what a run will use, checked before it starts.
 
-Reports the Python, torch and key package versions, the device the config asks for and whether
-it exists (CUDA devices and their names), the SLURM settings of a profile (partition, account,
-whether ``sbatch``/``sinfo`` are on the PATH), the results folder (writable, free disk) and any
-data path the config names. Every problem is listed; the exit status is non-zero if any.
+Reports the Python, torch and key package versions, the CPU and the kernels it runs (pinned to
+AVX2 or native: :mod:`sae.cpu`), the device the config asks for and whether it exists (CUDA
+devices and their names), the SLURM settings of a profile (partition, account, whether
+``sbatch``/``sinfo`` are on the PATH), the results folder (writable, free disk) and any data path
+the config names. Every problem is listed; the exit status is non-zero if any. Warnings (a run
+that will work but not as the config hopes) are listed without failing.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ def _version(name: str) -> str:
 
 
 def check(config: dict, profile: str | os.PathLike | None = None, device_check: bool = True) -> dict:
-    """``{"info": {...}, "problems": [...]}`` for a workflow config (and SLURM profile);
-    ``device_check=False`` where the jobs run elsewhere (a cluster's GPU nodes)."""
+    """``{"info": {...}, "problems": [...], "warnings": [...]}`` for a workflow config (and SLURM
+    profile); ``device_check=False`` where the jobs run elsewhere (a cluster's GPU nodes)."""
     import torch
+
+    from sae.cpu import describe, kernel_env
 
     info: dict = {
         "python": sys.version.split()[0],
@@ -37,6 +41,19 @@ def check(config: dict, profile: str | os.PathLike | None = None, device_check: 
         "torch_threads": torch.get_num_threads(),
     }
     problems: list[str] = []
+    warnings: list[str] = []
+    mode = str(config.get("cpu_kernels", "avx2"))
+    info["cpu_kernels"] = mode
+    info["cpu"] = describe()
+    pins = kernel_env(mode)
+    if pins and all(os.environ.get(k) == v for k, v in pins.items()):  # as the workflow's jobs run
+        if device_check and info["cpu"]["torch_cpu_capability"] != "AVX2":
+            warnings.append(
+                f"cpu_kernels: avx2, but this CPU runs {info['cpu']['torch_cpu_capability']} kernels "
+                "(no AVX2, or not x86-64): the tables will not match an AVX2 machine's bit for bit"
+            )
+    elif pins:
+        info["cpu_kernels"] += " (the workflow sets the pins for its jobs; this process runs without them)"
     device = str(config.get("device", "cpu"))
     info["device"] = device
     info["cuda_available"] = torch.cuda.is_available()
@@ -58,7 +75,7 @@ def check(config: dict, profile: str | os.PathLike | None = None, device_check: 
             problems.append(f"{key}: {value} does not exist")
     if profile is not None:
         info["slurm"] = _slurm(Path(profile), problems)
-    return {"info": info, "problems": problems}
+    return {"info": info, "problems": problems, "warnings": warnings}
 
 
 def _paths(config: dict, prefix: str = ""):
@@ -107,6 +124,9 @@ def report(result: dict) -> str:
     for k, v in result["info"].items():
         lines.append(f"  {k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
     lines.append("")
+    if result.get("warnings"):
+        lines.append("warnings:")
+        lines += [f"  - {w}" for w in result["warnings"]]
     if result["problems"]:
         lines.append("problems:")
         lines += [f"  - {p}" for p in result["problems"]]
@@ -142,6 +162,14 @@ def provenance(config: dict, benchmarks: str | os.PathLike, cwd: str | os.PathLi
         f"* git commit: `{commit}`",
         f"* python {sys.version.split()[0]}, {platform.platform()}",
     ]
+    from sae.cpu import describe
+
+    cpu = describe()
+    pins = ", ".join(f"{k}={v}" for k, v in cpu["pinned"].items()) or "none (each library's fastest)"
+    lines.append(
+        f"* CPU {cpu['cpu_model']}, {os.cpu_count()} cores; kernels: torch {cpu['torch_cpu_capability']}, "
+        f"NumPy {' '.join(cpu['numpy_dispatch']) or 'baseline'}; pins: {pins}"
+    )
     for p in (
         "sae",
         "torch",

@@ -107,6 +107,7 @@ MALFORMED = [
     (("timing", "sizes"), [], "sizes"),
     (("timing", "sizes"), [[155]], "sizes"),
     (("metrics", "difficulty"), 3, "difficulty"),
+    (("cpu_kernels",), "fastest", "cpu_kernels"),
     # past the schema: sae.config.check_config
     ((*SQZ, "model", "widht"), 0.25, "detectors.squeezedet.model.widht"),
     ((*SQZ, "model", "width"), "wide", "detectors.squeezedet.model.width"),

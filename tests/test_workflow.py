@@ -167,6 +167,10 @@ def test_smoke_run_end_to_end(smoke_reference, tmp_path):
     assert len(list((out / "figures" / "diagnostics").glob("*.png"))) == 8
     prov = (out / "tables" / "provenance.md").read_text()
     assert "git commit" in prov and "| pretrain_squeezedet |" in prov and "headline:" in prov
+    # the jobs ran with the CPU kernels pinned (sae/cpu.py): the Snakefile's environment reached them
+    assert "pins: ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2, MKL_CBWR=AVX2" in prov, prov
+    preflight = json.loads((out / "preflight.json").read_text())
+    assert preflight["info"]["cpu_kernels"] == "avx2" and preflight["info"]["cpu"]["pinned"]["MKL_CBWR"] == "AVX2"
     again = _snakemake("-n", "--configfile", "config/smoke.yaml", "--config", "results=out", cwd=work)
     assert "Nothing to be done" in again.output
     # an attack setting changes: the attacks rerun, the detectors are not retrained

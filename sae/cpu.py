@@ -1,0 +1,76 @@
+"""The same bits on every x86-64 CPU: pin the CPU kernels' instruction set.
+
+PyTorch, oneDNN, MKL and NumPy each pick their kernels at run time from the instructions the CPU
+has. An AVX-512 machine sums in wider vectors than an AVX2 one, so the last bits of a convolution
+or a reduction differ, and training amplifies them: the same code, config and seed gave a victim
+mAP of 70.2 on one 2-core machine and 66.1 on another (see results/README.md). Each library has
+a switch that caps its choice, read from the environment when it starts:
+
+* ``ATEN_CPU_CAPABILITY=avx2`` — PyTorch's own vectorised kernels (element-wise, reductions);
+* ``ONEDNN_MAX_CPU_ISA=AVX2`` — oneDNN's convolutions;
+* ``MKL_CBWR=AVX2`` — MKL's conditional numerical reproducibility (its matrix products);
+* ``NPY_DISABLE_CPU_FEATURES`` — NumPy's AVX-512 dispatch targets (taken from the NumPy
+  installed, whose names change between versions).
+
+With them every CPU that has AVX2 (x86-64 since about 2013) runs the same code paths; on an
+AVX2-only CPU they change nothing. Same thread count too: the default config runs one-thread
+jobs. The workflow sets them for every job unless the config's ``cpu_kernels`` is ``native``.
+"""
+
+from __future__ import annotations
+
+#: The values of the config key ``cpu_kernels``.
+MODES = ("avx2", "native")
+
+
+def _numpy_avx512_targets() -> list[str]:
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__ as dispatch
+    except ImportError:  # NumPy 1.x
+        from numpy.core._multiarray_umath import __cpu_dispatch__ as dispatch
+    return [name for name in dispatch if name.startswith("AVX512") or name == "X86_V4"]
+
+
+def kernel_env(mode: str = "avx2") -> dict[str, str]:
+    """Environment variables that pin the CPU kernels (``mode="avx2"``), or none (``"native"``:
+    each machine's fastest kernels, whose last bits depend on the CPU)."""
+    if mode not in MODES:
+        raise ValueError(f"cpu_kernels: {mode!r} is not one of {', '.join(MODES)}")
+    if mode == "native":
+        return {}
+    env = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+    numpy_off = _numpy_avx512_targets()
+    if numpy_off:
+        env["NPY_DISABLE_CPU_FEATURES"] = " ".join(numpy_off)
+    return env
+
+
+def describe() -> dict:
+    """What this process runs: the CPU's model, PyTorch's kernel level, NumPy's enabled dispatch
+    targets and the pinning variables set (for ``sae doctor`` and the provenance table)."""
+    import os
+    import platform
+
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__ as dispatch
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:
+        dispatch, features = [], {}
+    names = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "NPY_DISABLE_CPU_FEATURES")
+    return {
+        "cpu_model": model,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "numpy_dispatch": [d for d in dispatch if features.get(d)],
+        "pinned": {k: os.environ[k] for k in names if k in os.environ},
+    }
