@@ -204,6 +204,35 @@ def _combo(name: str) -> str:
     return "+".join(parse_combo(name))
 
 
+def fid_claim(fid: dict, victim: str, path) -> dict:
+    """C7 from ``fid.json``: FID(SAE) > FID(pixel), judged in the features of a detector the
+    attacks did not target when the file has one (the paper's Inception was none of its
+    victims; the pixel attack is made to move exactly the victim's features), else the victim's."""
+    views = fid.get("views") or [{"detector": victim, "fid": fid.get("fid", {})}]
+    parsed = []
+    for view in views:
+        values = {k: float(v) for k, v in view.get("fid", {}).items() if k in ("sae", "pixel")}
+        if set(values) != {"sae", "pixel"}:
+            raise ValueError(f"{path}: expected FIDs of the 'sae' and 'pixel' sets, got {sorted(values)}")
+        parsed.append((str(view.get("detector", victim)), values))
+    judged = next(((d, v) for d, v in parsed if d != victim), parsed[0])
+
+    def text(detector, values):
+        role = "the victim" if detector == victim else "not attacked"
+        return f"{detector} ({role}): sae {values['sae']:.4g}, pixel {values['pixel']:.4g}"
+
+    return {
+        "claim": "C7",
+        "statement": "SAEs have a larger FID than pixel perturbations",
+        "paper": f"SAE {PAPER_FID['sae']}, pixel {PAPER_FID['pixel']} (Inception features)",
+        "ours": "FID of the fixed sets vs benign in a detector's backbone features: "
+        + "; ".join(text(d, v) for d, v in parsed),
+        "criterion": "FID(SAE) > FID(pixel) in the features of a detector the attacks did not target (as "
+        "the paper's Inception), the victim's when there is none",
+        "holds": "yes" if judged[1]["sae"] > judged[1]["pixel"] else "no",
+    }
+
+
 def _verdict(parts: list[bool | None]) -> str:
     """``yes`` when every part holds, ``partly`` when some do (None = direction right, not
     significant), ``no`` when none does."""
@@ -372,21 +401,7 @@ def check_claims(layout: Layout, difficulty: str = "moderate", bootstrap: Bootst
 
     # C7: SAEs have a larger FID than pixel perturbations.
     fid_path = layout.results / "tables" / "fid.json"
-    fid = read_json(fid_path)
-    values = {k: float(v) for k, v in fid.get("fid", {}).items() if k in ("sae", "pixel")}
-    if set(values) != {"sae", "pixel"}:
-        raise ValueError(f"{fid_path}: expected FIDs of the 'sae' and 'pixel' sets, got {sorted(values)}")
-    rows.append(
-        {
-            "claim": "C7",
-            "statement": "SAEs have a larger FID than pixel perturbations",
-            "paper": f"SAE {PAPER_FID['sae']}, pixel {PAPER_FID['pixel']} (Inception features)",
-            "ours": ", ".join(f"{k} {v:.4g}" for k, v in values.items()) + " (FID of the fixed sets vs benign, "
-            "the victim's backbone features)",
-            "criterion": "FID(SAE) > FID(pixel)",
-            "holds": "yes" if values["sae"] > values["pixel"] else "no",
-        }
-    )
+    rows.append(fid_claim(read_json(fid_path), layout.victim, fid_path))
 
     # C8 (ours): gradients beat random search with no more detector queries. The paper's
     # iterative sFGSM takes ε-sized sign steps that flip back and forth and end near θ = 0, while

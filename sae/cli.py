@@ -324,17 +324,28 @@ def cmd_fid(args: argparse.Namespace) -> int:
     from sae.detectors.train import load_checkpoint
     from sae.metrics.fid import DetectorFeatures, InceptionFeatures, folder_batches, frechet_distance
 
-    model, state = load_checkpoint(args.checkpoint, "cpu")
-    size = tuple(json.loads(state["config"])["size"])
-    extractor = InceptionFeatures(args.inception_weights) if args.inception_weights else DetectorFeatures(model, size)
-    result = {"features": "inception-v3" if args.inception_weights else f"detector:{args.checkpoint}", "fid": {}}
+    sets = []
     for item in args.sets:
         name, sep, path = item.partition("=")
-        if not sep:
-            name, path = Path(item).name, item
-        value = frechet_distance(extractor, folder_batches(args.benign, size), folder_batches(path, size))
-        result["fid"][name] = value
-        print(f"FID {name}: {value:.4f}")
+        sets.append((name, path) if sep else (Path(item).name, item))
+    views = []
+    for i, ckpt in enumerate(args.checkpoint):
+        model, state = load_checkpoint(ckpt, "cpu")
+        config = json.loads(state["config"])
+        size = tuple(config["size"])
+        if i == 0 and args.inception_weights:
+            extractor, view = InceptionFeatures(args.inception_weights), {"features": "inception-v3"}
+        else:
+            extractor = DetectorFeatures(model, size)
+            view = {"features": f"detector:{ckpt}", "detector": config["detector"]}
+        view["fid"] = {}
+        for name, path in sets:
+            value = frechet_distance(extractor, folder_batches(args.benign, size), folder_batches(path, size))
+            view["fid"][name] = value
+            print(f"FID {name} ({view['features']}): {value:.4g}")
+        views.append(view)
+    # the first view at the top level (what a single --checkpoint always wrote), every view below
+    result = {"features": views[0]["features"], "fid": views[0]["fid"], "views": views}
     if args.out:
         from sae.io import write_text
 
@@ -692,11 +703,18 @@ def build_parser() -> argparse.ArgumentParser:
     fi = groups.add_parser(
         "fid",
         help="Fréchet distance of SAE / pixel sets to the benign set",
-        description="FID (torchmetrics) of each set against the benign set. Features: the checkpoint's backbone "
-        "(no download needed), or Inception-v3 when --inception-weights names torchvision's weights file. Use "
-        "KITTI folders (lossless PNG) for all sets.",
+        description="FID (torchmetrics) of each set against the benign set, in the features of each checkpoint's "
+        "backbone (no download needed; the first checkpoint's goes to the JSON's top level, every one to its "
+        "'views'), or of Inception-v3 in place of the first when --inception-weights names torchvision's "
+        "weights file. Use KITTI folders (lossless PNG) for all sets.",
     )
-    fi.add_argument("--checkpoint", required=True, help="detector whose backbone gives the features")
+    fi.add_argument(
+        "--checkpoint",
+        required=True,
+        nargs="+",
+        help="detectors whose backbones give the features, one FID per set each (e.g. the victim, and "
+        "one the attacks did not target, whose view is closer to the paper's Inception features)",
+    )
     fi.add_argument("--benign", required=True, help="the benign folder, e.g. DATA/eval/kitti")
     fi.add_argument("--sets", nargs="+", required=True, help="NAME=FOLDER … (e.g. sae=OUT/kitti pixel=PIX/kitti)")
     fi.add_argument("--inception-weights", default=None, help="torchvision inception_v3 state dict (.pth)")

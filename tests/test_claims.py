@@ -110,3 +110,25 @@ def test_c1_quotes_the_headline_attacks_step_agreement(tmp_path):
     assert _step_agreement(attack / "eval") == ""
     (attack / "summary.json").write_text(json.dumps({"queries": 7}))
     assert _step_agreement(attack / "eval") == ""
+
+
+def test_c7_is_judged_in_features_the_attacks_did_not_target():
+    from sae.claims import fid_claim
+
+    # a fid.json from before the views: the victim's features, as they were
+    old = {"features": "detector:v.pt", "fid": {"sae": 0.5, "pixel": 2.0}}
+    row = fid_claim(old, "squeezedet", "fid.json")
+    assert row["holds"] == "no" and "squeezedet (the victim): sae 0.5, pixel 2" in row["ours"]
+    # with a second view, the detector that was not attacked decides; both are quoted
+    views = [
+        {"detector": "squeezedet", "fid": {"sae": 0.5, "pixel": 2.0}},
+        {"detector": "yolov3", "fid": {"sae": 0.3, "pixel": 0.1}},
+    ]
+    row = fid_claim({**old, "views": views}, "squeezedet", "fid.json")
+    assert row["holds"] == "yes", row
+    assert "squeezedet (the victim): sae 0.5" in row["ours"]
+    assert "yolov3 (not attacked): sae 0.3, pixel 0.1" in row["ours"]
+    views[1]["fid"] = {"sae": 0.05, "pixel": 0.1}
+    assert fid_claim({**old, "views": views}, "squeezedet", "fid.json")["holds"] == "no"
+    with pytest.raises(ValueError, match="fid.json: expected FIDs of the 'sae' and 'pixel' sets"):
+        fid_claim({"views": [{"detector": "yolov3", "fid": {"sae": 1.0}}]}, "squeezedet", "fid.json")

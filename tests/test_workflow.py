@@ -154,7 +154,9 @@ def test_smoke_run_end_to_end(smoke_reference, tmp_path):
     baselines = (out / "tables" / "baselines.md").read_text()
     assert "| rotate+translate+mesh | random | 2ε | 3 | 2 |" in baselines
     assert "| rotate+translate+mesh | sfgsm | 2ε | 2 | 2 |" in baselines
-    assert set(json.loads((out / "tables" / "fid.json").read_text())["fid"]) == {"sae", "pixel"}
+    fid = json.loads((out / "tables" / "fid.json").read_text())
+    assert set(fid["fid"]) == {"sae", "pixel"}  # the victim's view at the top level
+    assert [v["detector"] for v in fid["views"]] == ["squeezedet", "yolov3"] and fid["views"][0]["fid"] == fid["fid"]
     assert "s/SAE" in (out / "tables" / "timing.md").read_text()
     claims = json.loads((out / "tables" / "claims.json").read_text())
     assert [c["claim"] for c in claims["claims"]] == [f"C{i}" for i in range(1, 9)], claims

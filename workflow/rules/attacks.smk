@@ -208,6 +208,9 @@ rule baselines:
 rule fid:
     input:
         ckpt=checkpoint(VICTIM),
+        # the other detectors' backbones: features the attacks did not target, as the paper's
+        # Inception was none of its victims (claims C7 is judged in them)
+        others=[checkpoint(d) for d in DETECTORS if d != VICTIM],
         sae=results("sets", "sae", "eval", "summary.json"),  # the fixed sets of §5 (workflow/rules/augment.smk)
         pixel=results("sets", "pixel", "eval", "summary.json"),
     output:
@@ -224,7 +227,7 @@ rule fid:
     benchmark:
         results("benchmarks", "fid.tsv"),
     shell:
-        "{SAE} fid --checkpoint {input.ckpt} --benign {params.benign} --sets sae={params.sae} pixel={params.pixel} "
+        "{SAE} fid --checkpoint {input.ckpt} {input.others} --benign {params.benign} --sets sae={params.sae} pixel={params.pixel} "
         "--out {output} > {log} 2>&1"
 
 
