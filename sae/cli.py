@@ -247,7 +247,9 @@ def cmd_bench_attack(args: argparse.Namespace) -> int:
     model = json.loads(args.model) if args.model else None
     print(
         format_attack_table(
-            run_attack_bench(args.sizes, args.batches, args.repeats, args.device, args.combo, args.steps, model)
+            run_attack_bench(
+                args.sizes, args.batches, args.repeats, args.device, args.combo, args.steps, model, args.paper_victim
+            )
         )
     )
     return 0
@@ -901,6 +903,12 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--combo", default="translate+rotate+mesh")
     ba.add_argument("--device", default="cpu")
     ba.add_argument("--model", default=None, help="SqueezeDet options as JSON (default: the original)")
+    ba.add_argument(
+        "--paper-victim",
+        action="store_true",
+        help="with --model, also time the paper's SqueezeDet (the original, full width) at the first size and "
+        "the largest batch: the ratio depends on what the victim costs",
+    )
     ba.set_defaults(func=cmd_bench_attack)
     return parser
 

@@ -72,14 +72,22 @@ def test_bench_detect_prints_a_table(capsys):
 
 def test_bench_attack_prints_a_table(capsys):
     argv = ["bench", "attack", "--sizes", "160x48", "--batches", "1", "--repeats", "1", "--steps", "2"]
-    assert main(argv + ["--model", '{"width": 0.25}']) == 0
+    assert main(argv + ["--model", '{"width": 0.25, "batch_norm": true}', "--paper-victim"]) == 0
     out = capsys.readouterr().out
-    row = next(line for line in out.splitlines() if line.startswith("| 160×48 | 1 |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    sae_s, render_s, detector_s, other_s = (float(c) for c in cells[2:6])
-    assert sae_s > 0 and render_s > 0 and detector_s > 0
-    assert abs(render_s + detector_s + other_s - sae_s) < 1e-2 * max(sae_s, 1e-3) + 2e-3
-    assert float(cells[8]) > 0  # semantic / pixel iteration ratio
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[1] == "160×48":
+            rows[cells[0]] = cells
+    # the run's victim, and the paper's SqueezeDet (full width) beside it
+    assert set(rows) == {"width 0.25, batch norm", "the original (the paper's)"}, out
+    for cells in rows.values():
+        sae_s, render_s, detector_s, other_s = (float(c) for c in cells[3:7])
+        assert sae_s > 0 and render_s > 0 and detector_s > 0
+        assert abs(render_s + detector_s + other_s - sae_s) < 1e-2 * max(sae_s, 1e-3) + 2e-3
+        assert float(cells[9]) > 0  # semantic / pixel iteration ratio
+    # the full-width victim costs more per iteration on the same images
+    assert float(rows["the original (the paper's)"][8]) > float(rows["width 0.25, batch norm"][8])
 
 
 def test_doctor_lists_what_is_missing(tmp_path, capsys):

@@ -186,3 +186,43 @@ def test_a_deformed_flat_group_keeps_one_shading_normal(half_scene):
         group_normals(verts, packed.faces, packed.face_group, packed.num_groups)[single],
         face_normals(verts, packed.faces)[single],
     )
+
+
+def test_the_background_is_shaded_once_while_its_inputs_stay_the_same(small_scene, monkeypatch):
+    """γ keeps the last batch's shaded background (renderer._BackgroundCache): a repeat with the
+    same background, weather, foliage and sun tensors reuses it, bit for bit; an in-place change,
+    a new code tensor or one requiring grad shades it again, and weather keeps its gradient."""
+    import sae.render.renderer as R
+
+    calls = []
+    real = R.shade_background
+    monkeypatch.setattr(R, "shade_background", lambda *a: calls.append(1) or real(*a))
+    R.clear_background_cache()
+    s = small_scene
+    with torch.no_grad():
+        first = render(s).image
+        moved = render(s.replace(obj_location=s.obj_location + 0.3)).image  # geometry only: a hit
+        again = render(s).image
+    assert len(calls) == 1 and torch.equal(first, again) and not torch.equal(first, moved)
+    theta = editor.zero_theta(s, ("translate", "rotate", "mesh"), requires_grad=True)
+    out = render(editor.apply(s, theta))  # grad through geometry: the background is not in it
+    (out.image * torch.rand_like(out.image)).sum().backward()
+    assert len(calls) == 1 and torch.equal(out.image.detach(), first)
+    assert all(t.grad.abs().sum() > 0 for t in theta.values())
+    with torch.no_grad():
+        s.bg_color.mul_(0.5)  # in place: the version counter moves
+        darker = render(s).image
+        s.bg_color.mul_(2.0)
+    assert len(calls) == 2 and not torch.equal(darker, first)
+    foggy = s.replace(weather=s.weather + torch.tensor([0.3, 0.0, 0.0, 0.0], dtype=s.dtype))
+    with torch.no_grad():
+        render(foggy)
+    assert len(calls) == 3
+    theta = editor.zero_theta(s, ("weather",), requires_grad=True)
+    out = render(editor.apply(s, theta))
+    out.image.sum().backward()
+    assert len(calls) == 4 and theta["weather"].grad.abs().sum() > 0
+    R.clear_background_cache()
+    with torch.no_grad():
+        assert torch.equal(render(s).image, first)  # shaded afresh: the same bits
+    assert len(calls) == 5
