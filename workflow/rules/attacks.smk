@@ -252,7 +252,7 @@ rule timing:
     benchmark:
         results("benchmarks", "timing.tsv")
     shell:
-        "{SAE} bench attack --sizes {params.sizes} --batches 1 8 --repeats 1 --model {params.model} --paper-victim "
+        "{SAE} bench attack --sizes {params.sizes} --batches 1 8 --repeats 2 --model {params.model} --paper-victim "
         "--device {params.device} > {output}.tmp 2> {log} && mv {output}.tmp {output}"
 
 
