@@ -21,14 +21,17 @@ from __future__ import annotations
 
 #: The values of the config key ``cpu_kernels``.
 MODES = ("avx2", "native")
+#: The environment variables :func:`kernel_env` may set.
+PIN_NAMES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "NPY_DISABLE_CPU_FEATURES")
 
 
-def _numpy_avx512_targets() -> list[str]:
+def _numpy_dispatch() -> tuple[list[str], dict[str, bool]]:
+    """NumPy's run-time dispatch targets and the CPU features it found."""
     try:
-        from numpy._core._multiarray_umath import __cpu_dispatch__ as dispatch
+        from numpy._core import _multiarray_umath as umath
     except ImportError:  # NumPy 1.x
-        from numpy.core._multiarray_umath import __cpu_dispatch__ as dispatch
-    return [name for name in dispatch if name.startswith("AVX512") or name == "X86_V4"]
+        from numpy.core import _multiarray_umath as umath
+    return list(umath.__cpu_dispatch__), dict(umath.__cpu_features__)
 
 
 def kernel_env(mode: str = "avx2") -> dict[str, str]:
@@ -39,7 +42,7 @@ def kernel_env(mode: str = "avx2") -> dict[str, str]:
     if mode == "native":
         return {}
     env = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
-    numpy_off = _numpy_avx512_targets()
+    numpy_off = [name for name in _numpy_dispatch()[0] if name.startswith("AVX512") or name == "X86_V4"]
     if numpy_off:
         env["NPY_DISABLE_CPU_FEATURES"] = " ".join(numpy_off)
     return env
@@ -62,15 +65,10 @@ def describe() -> dict:
                     break
     except OSError:
         pass
-    try:
-        from numpy._core._multiarray_umath import __cpu_dispatch__ as dispatch
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:
-        dispatch, features = [], {}
-    names = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "NPY_DISABLE_CPU_FEATURES")
+    dispatch, features = _numpy_dispatch()
     return {
         "cpu_model": model,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "numpy_dispatch": [d for d in dispatch if features.get(d)],
-        "pinned": {k: os.environ[k] for k in names if k in os.environ},
+        "pinned": {k: os.environ[k] for k in PIN_NAMES if k in os.environ},
     }

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from sae.cpu import kernel_env
+from sae.cpu import PIN_NAMES, kernel_env
 from sae.doctor import check
 
 # A child process's view: torch's kernel level, NumPy's enabled dispatch targets, and the bits of
@@ -43,8 +43,7 @@ print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(),
 
 
 def _probe(env: dict) -> dict:
-    names = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "NPY_DISABLE_CPU_FEATURES")
-    base = {k: v for k, v in os.environ.items() if k not in names}
+    base = {k: v for k, v in os.environ.items() if k not in PIN_NAMES}
     proc = subprocess.run([sys.executable, "-c", _PROBE], env={**base, **env}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])

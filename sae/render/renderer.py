@@ -155,12 +155,7 @@ class _BackgroundCache:
     def get(self, scene: Scene):
         inputs = tuple(getattr(scene, f) for f in self._FIELDS)
         key = self._key(scene, inputs)
-        if (
-            key is not None
-            and key == self.key
-            and len(inputs) == len(self.inputs)
-            and all(a is b for a, b in zip(inputs, self.inputs, strict=True))
-        ):
+        if key is not None and key == self.key and all(a is b for a, b in zip(inputs, self.inputs, strict=True)):
             return self.value
         clamped = feasible_codes(scene)
         light = lighting(clamped.weather, clamped.sun_azimuth)
