@@ -732,7 +732,12 @@ def build_parser() -> argparse.ArgumentParser:
         "eval/metrics.json of `sae eval --out ATTACK/eval`), with the paper's numbers beside.",
     )
     ta.add_argument("--benign", required=True, help="`sae eval --out` folder of the benign images")
-    ta.add_argument("--attacks", nargs="+", required=True, help="`sae attack --out` folders")
+    ta.add_argument(
+        "--attacks",
+        nargs="+",
+        required=True,
+        help="`sae attack --out` folders; DIR=EVAL reads the evaluation from the `sae eval --out` folder EVAL",
+    )
     ta.add_argument("--paper", choices=["table1", "table2", "effectiveness", "none"], default="none")
     ta.add_argument("--difficulty", default="moderate", choices=["easy", "moderate", "hard", "all"])
     ta.add_argument("--title", default="")

@@ -108,7 +108,8 @@ def _ball(cfg: dict) -> str | None:
 
 def attack_rows(benign_eval: str, attack_dirs: list[str], difficulty: str, paper: dict | None = None) -> list[dict]:
     """One row for the benign images and one per attack folder (its ``summary.json`` and the
-    ``eval/metrics.json`` that ``sae eval`` wrote for its data set)."""
+    ``eval/metrics.json`` that ``sae eval`` wrote for its data set). An entry ``DIR=EVAL`` takes
+    the evaluation from the folder ``EVAL`` instead (a fixed set of §5, evaluated elsewhere)."""
     from sae.constants import parse_combo
 
     paper = {(k if k == "benign" else "+".join(parse_combo(k))): v for k, v in (paper or {}).items()}
@@ -128,9 +129,10 @@ def attack_rows(benign_eval: str, attack_dirs: list[str], difficulty: str, paper
             "paper_mAP": paper["benign"][1] if "benign" in paper else None,
         }
     ]
-    for d in attack_dirs:
+    for entry in attack_dirs:
+        d, _, evaluated = str(entry).partition("=")
         summary = read_json(Path(d) / "summary.json")
-        m = metrics_at(Path(d) / "eval", difficulty)
+        m = metrics_at(Path(evaluated) if evaluated else Path(d) / "eval", difficulty)
         cfg = summary["config"]
         combo = cfg.get("combo", "pixel")
         method = cfg.get("method", "pgd" if cfg.get("steps", 1) > 1 else "fgsm")

@@ -24,7 +24,8 @@ def test_dry_run_builds_the_whole_dag(config, tmp_path):
     combos = 63 if cfg["attacks"]["combos"] == "all" else len(set(cfg["attacks"]["combos"]) | SINGLES)
     # one SAE set per combination, plus the random-search baseline of the headline combination
     assert jobs.get("attack") == combos + 1, jobs  # each also scores the victim on its set
-    assert jobs.get("pixel_attack") == 2 and not {"eval_attack", "eval_pixel"} & set(jobs), jobs
+    # pixel FGSM for the baselines table, on the fixed sets' frames (its PGD row is the pixel set)
+    assert jobs.get("pixel_attack") == 1 and not {"eval_attack", "eval_pixel"} & set(jobs), jobs
     for rule in (
         "table1",
         "table2",
@@ -154,6 +155,8 @@ def test_smoke_run_end_to_end(smoke_reference, tmp_path):
     baselines = (out / "tables" / "baselines.md").read_text()
     assert "| rotate+translate+mesh | random | 2ε | 3 | 2 |" in baselines
     assert "| rotate+translate+mesh | sfgsm | 2ε | 2 | 2 |" in baselines
+    # the fixed sets' own attacks are its iterative sFGSM and pixel PGD rows, on the same 2 frames
+    assert "| rotate+translate+mesh | isfgsm | 2ε | 3 | 2 |" in baselines and "| pixel | pgd | 8/255 |" in baselines
     fid = json.loads((out / "tables" / "fid.json").read_text())
     assert set(fid["fid"]) == {"sae", "pixel"}  # the victim's view at the top level
     assert [v["detector"] for v in fid["views"]] == ["squeezedet", "yolov3"] and fid["views"][0]["fid"] == fid["fid"]

@@ -1,6 +1,8 @@
 # Attacks on the victim over the evaluation split: one SAE data set per {combo} (all 63
-# non-empty subsets of the six parameters), the random-search baseline and pixel attacks at the
-# same budget; each job also scores the victim on the set it wrote (`sae attack --eval`).
+# non-empty subsets of the six parameters, `attacks.examples` frames each), and the baselines
+# table's attacks (random search, sFGSM over the ball, pixel FGSM) on the frames of the fixed
+# evaluation sets (`sets.eval_examples`), beside those sets' iterative sFGSM and pixel PGD; each
+# job also scores the victim on the set it wrote (`sae attack --eval`).
 
 EXAMPLES = config["attacks"]["examples"]
 
@@ -21,7 +23,8 @@ rule attack:
         out=lambda wc, output: str(Path(output.summary).parent),
         eps=eps_args(),
         steps=config["attacks"]["steps"],
-        examples=EXAMPLES,
+        # random search is the baselines table's and C8's: the fixed evaluation sets' frames
+        limit=lambda wc: baseline_limit() if wc.method == "random" else f"--limit {EXAMPLES}",
         batch=config["attacks"]["batch_size"],
         device=config["device"],
         seed=config["seed"],
@@ -36,7 +39,7 @@ rule attack:
         results("benchmarks", "attack_{method}_{combo}.tsv")
     shell:
         "{SAE} attack --checkpoint {input.ckpt} --data {params.data} --out {params.out} --method {wildcards.method} "
-        "--combo {wildcards.combo} {params.eps} --steps {params.steps} --limit {params.examples} "
+        "--combo {wildcards.combo} {params.eps} --steps {params.steps} {params.limit} "
         "--batch-size {params.batch} --device {params.device} --seed {params.seed} --eval > {log} 2>&1"
 
 
@@ -54,7 +57,7 @@ rule ball_attack:
         out=lambda wc, output: str(Path(output.summary).parent),
         eps=eps_args(),
         radius=config["attacks"]["steps"],
-        examples=EXAMPLES,
+        limit=lambda wc: baseline_limit(),
         batch=config["attacks"]["batch_size"],
         device=config["device"],
         seed=config["seed"],
@@ -69,7 +72,7 @@ rule ball_attack:
         results("benchmarks", "ball_attack_{combo}.tsv")
     shell:
         "{SAE} attack --checkpoint {input.ckpt} --data {params.data} --out {params.out} --method sfgsm "
-        "--radius {params.radius} --combo {wildcards.combo} {params.eps} --limit {params.examples} "
+        "--radius {params.radius} --combo {wildcards.combo} {params.eps} {params.limit} "
         "--batch-size {params.batch} --device {params.device} --seed {params.seed} --eval > {log} 2>&1"
 
 
@@ -84,7 +87,7 @@ rule pixel_attack:
         out=lambda wc, output: str(Path(output.summary).parent),
         eps=config["attacks"]["pixel"]["eps"],
         steps=lambda wc: 1 if wc.method == "fgsm" else config["attacks"]["pixel"]["steps"],
-        examples=EXAMPLES,
+        limit=lambda wc: baseline_limit(),
         batch=config["attacks"]["batch_size"],
         device=config["device"],
         seed=config["seed"],
@@ -99,7 +102,7 @@ rule pixel_attack:
         results("benchmarks", "pixel_{method}.tsv")
     shell:
         "{SAE} attack --checkpoint {input.ckpt} --data {params.data} --out {params.out} --method {wildcards.method} "
-        "--pixel-eps {params.eps} --steps {params.steps} --limit {params.examples} "
+        "--pixel-eps {params.eps} --steps {params.steps} {params.limit} "
         "--batch-size {params.batch} --device {params.device} --seed {params.seed} --eval > {log} 2>&1"
 
 
@@ -122,6 +125,11 @@ rule eval_benign_subset:
     shell:
         "{SAE} eval --checkpoint {input} --data {params.data} --rerender --limit {params.examples} "
         "--out {params.out} > {log} 2>&1"
+
+
+def baseline_limit():
+    """The baselines table's attacks run on the fixed evaluation sets' frames (`sets.eval_examples`)."""
+    return set_limit("eval")
 
 
 def attack_dir(method, combo):
@@ -175,23 +183,27 @@ rule table2:
 
 
 rule baselines:
+    # every row on the frames of the fixed evaluation sets of §5: the sets' own iterative sFGSM
+    # (the headline) and pixel PGD, and random search, sFGSM over the ball and pixel FGSM run on
+    # the same frames, so the rows (and C8's paired differences) compare like with like
     input:
-        benign=rules.eval_benign_subset.output,
-        grad=results("attacks", config["attacks"]["method"], HEADLINE, "eval", "metrics.json"),
+        benign=results("eval", VICTIM, "baseline", "benign", "metrics.json"),  # the sets' frames too
+        grad=[results("sets", "sae", "eval", "summary.json"), results("eval", VICTIM, "baseline", "sae", "metrics.json")],
         ball=results("attacks", "sfgsm-ball", HEADLINE, "eval", "metrics.json"),
         rand=results("attacks", "random", HEADLINE, "eval", "metrics.json"),
-        pixel=[results("pixel", m, "eval", "metrics.json") for m in ("fgsm", "pgd")],
+        fgsm=results("pixel", "fgsm", "eval", "metrics.json"),
+        pgd=[results("sets", "pixel", "eval", "summary.json"), results("eval", VICTIM, "baseline", "pixel", "metrics.json")],
     output:
         md=report(results("tables", "baselines.md"), caption="../report/tables.rst", category="Tables"),
         csv=results("tables", "baselines.csv"),
     params:
-        benign=lambda wc, input: str(Path(input.benign[0]).parent),
+        benign=lambda wc, input: str(Path(input.benign).parent),
         attacks=[
-            attack_dir(config["attacks"]["method"], HEADLINE),
+            f"{results('sets', 'sae', 'eval')}={results('eval', VICTIM, 'baseline', 'sae')}",
             attack_dir("sfgsm-ball", HEADLINE),
             attack_dir("random", HEADLINE),
             results("pixel", "fgsm"),
-            results("pixel", "pgd"),
+            f"{results('sets', 'pixel', 'eval')}={results('eval', VICTIM, 'baseline', 'pixel')}",
         ],
         difficulty=config["metrics"]["difficulty"],
         stem=results("tables", "baselines"),
@@ -201,7 +213,8 @@ rule baselines:
         results("benchmarks", "baselines.tsv"),
     shell:
         "{SAE} table attacks --benign {params.benign} --attacks {params.attacks} --paper effectiveness "
-        "--difficulty {params.difficulty} --title 'SAEs vs benign (§5.1), sFGSM over the whole ball vs random search, pixel attacks' "
+        "--difficulty {params.difficulty} --title 'SAEs vs benign (§5.1) on the frames of the fixed evaluation sets: "
+        "their iterative sFGSM and pixel PGD, sFGSM over the whole ball, random search, pixel FGSM' "
         "--out {params.stem} > {log} 2>&1"
 
 
