@@ -175,6 +175,23 @@ def test_geometric_gradients_meet_the_target(name):
     the first boundary switches edges, not more cases of the binary one. (Bisecting below ~1e-10
     px also finds cracks of the rasteriser's rounding at shared edges; they are not in these
     numbers.)
+
+    Measured since (session 16, rotate / mesh of these 120 cases): longer finite-difference steps
+    do not average the jumps away (2, 3 and 4 px: 95 / 99; 4 px alone 93 / 96), so a miss is not
+    noise a wider window would hide. Shares instead of the binary split (each edge used by both
+    pair directions, weighted so the shares sum to 1) make dominance flips continuous but let the
+    minor direction's crossings race along shallow edges: cos² shares 89 / 97, cos⁸ 92 (rotate);
+    shares only within a band about 45° (slopes 0.8–1.25, binary outside) 99 / 101 and translate
+    112, inside the ±5 % that 120 cases carry. Fading a pair's share to 0 within a pixel of its
+    edge's end vertices (continuous where the boundary switches edges) is worse, 76–84: a fade over
+    a pixel is a steep ramp, which the finite difference sees wherever it lies and autograd only
+    where it sits. Counted in one missed mesh case (2 px of motion in steps of 0.005 px): 327 pixel
+    changes above 0.02 (summed RGB), 150 where the pixel's face changed, 102 next to such a pixel,
+    75 with none within a pixel; about half involve a face shown at no more than 4 pixels. Traced:
+    a sliver whose exit edge is not dominant is dropped, so when it covers the back pixel's centre
+    the pair's far colour switches (0.41); slivers the back pixel's surface hides; depth-order
+    switches of nearly coplanar faces. The 1-D pair filter cannot be made continuous case by case;
+    what would be is a 2-D coverage filter over the silhouette pixels.
     """
 
     good = _agreement(_geometric_cases(name, 120, seed={"translate": 11, "rotate": 12, "mesh": 13}[name]))
