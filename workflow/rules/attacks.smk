@@ -24,7 +24,7 @@ rule attack:
         eps=eps_args(),
         steps=config["attacks"]["steps"],
         # random search is the baselines table's and C8's: the fixed evaluation sets' frames
-        limit=lambda wc: baseline_limit() if wc.method == "random" else f"--limit {EXAMPLES}",
+        limit=lambda wc: set_limit("eval") if wc.method == "random" else f"--limit {EXAMPLES}",
         batch=config["attacks"]["batch_size"],
         device=config["device"],
         seed=config["seed"],
@@ -57,7 +57,7 @@ rule ball_attack:
         out=lambda wc, output: str(Path(output.summary).parent),
         eps=eps_args(),
         radius=config["attacks"]["steps"],
-        limit=lambda wc: baseline_limit(),
+        limit=set_limit("eval"),  # the fixed evaluation sets' frames
         batch=config["attacks"]["batch_size"],
         device=config["device"],
         seed=config["seed"],
@@ -87,7 +87,7 @@ rule pixel_attack:
         out=lambda wc, output: str(Path(output.summary).parent),
         eps=config["attacks"]["pixel"]["eps"],
         steps=lambda wc: 1 if wc.method == "fgsm" else config["attacks"]["pixel"]["steps"],
-        limit=lambda wc: baseline_limit(),
+        limit=set_limit("eval"),  # the fixed evaluation sets' frames
         batch=config["attacks"]["batch_size"],
         device=config["device"],
         seed=config["seed"],
@@ -125,11 +125,6 @@ rule eval_benign_subset:
     shell:
         "{SAE} eval --checkpoint {input} --data {params.data} --rerender --limit {params.examples} "
         "--out {params.out} > {log} 2>&1"
-
-
-def baseline_limit():
-    """The baselines table's attacks run on the fixed evaluation sets' frames (`sets.eval_examples`)."""
-    return set_limit("eval")
 
 
 def attack_dir(method, combo):
@@ -199,11 +194,11 @@ rule baselines:
     params:
         benign=lambda wc, input: str(Path(input.benign).parent),
         attacks=[
-            f"{results('sets', 'sae', 'eval')}={results('eval', VICTIM, 'baseline', 'sae')}",
+            f"{set_dir('sae', 'eval')}={results('eval', VICTIM, 'baseline', 'sae')}",
             attack_dir("sfgsm-ball", HEADLINE),
             attack_dir("random", HEADLINE),
             results("pixel", "fgsm"),
-            f"{results('sets', 'pixel', 'eval')}={results('eval', VICTIM, 'baseline', 'pixel')}",
+            f"{set_dir('pixel', 'eval')}={results('eval', VICTIM, 'baseline', 'pixel')}",
         ],
         difficulty=config["metrics"]["difficulty"],
         stem=results("tables", "baselines"),

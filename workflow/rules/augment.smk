@@ -20,19 +20,10 @@ wildcard_constraints:
     recipe="|".join(RECIPES),
 
 
-def set_dir(kind, split):
-    return results("sets", kind, split)
-
-
 def set_data(kind, split):
     """The folder a set is read from: SAEs as γ of their IRs (VKITTI2), pixel sets as their own
     pixels (KITTI PNGs)."""
     return str(Path(set_dir(kind, split), "vkitti2" if kind == "sae" else "kitti"))
-
-
-def set_limit(split):
-    n = config["sets"][f"{split}_examples"]
-    return "" if n is None else f"--limit {n}"
 
 
 def set_attack_args(kind):

@@ -93,6 +93,17 @@ def eps_args():
     return "--eps " + " ".join(f"{k}={v}" for k, v in sorted(config["attacks"]["eps"].items()))
 
 
+def set_dir(kind, split):
+    """The folder of a fixed set of §5 (`sae`/`pixel`, `eval`/`augment`; workflow/rules/augment.smk)."""
+    return results("sets", kind, split)
+
+
+def set_limit(split):
+    """`--limit` for the frames of a split's fixed sets (`sets.<split>_examples`; none: all)."""
+    n = config["sets"][f"{split}_examples"]
+    return "" if n is None else f"--limit {n}"
+
+
 def gpu():
     return 1 if config["device"].startswith("cuda") else 0
 
