@@ -159,6 +159,7 @@ def antialias(
     front_faces: torch.Tensor | None = None,
     face_color_at=None,
     background_at=None,
+    row_of=None,
 ) -> torch.Tensor:
     """Anti-alias a rendered batch.
 
@@ -175,11 +176,19 @@ def antialias(
             seen at a pixel; needed with ``neighbours``.
         background_at: optional callable, flat pixel indices ``(K,)`` → the final background
             colour ``(K, 3)`` there (what an object hides at that pixel).
+        row_of: optional callable mapping flat pixel indices to rows of ``image`` when ``image``
+            is ``(R, 3)``, the rows of a subset of the batch's pixels (every pixel of a pair
+            across differing faces among them); None when ``image`` is the whole batch.
 
     Returns:
-        ``(B, H, W, 3)`` the anti-aliased image.
+        the anti-aliased image, shaped as ``image``.
     """
     flat = image.reshape(-1, 3)
+    if row_of is None:
+
+        def row_of(idx: torch.Tensor) -> torch.Tensor:
+            return idx
+
     fmap = face_map.reshape(-1)
     sc = screen.detach()
     slivers = neighbours is not None and front_faces is not None and face_color_at is not None
@@ -242,7 +251,7 @@ def antialias(
         ia_o, ib_o = _take(ia, order), _take(ib, order)
         front_idx = torch.where(a_fr, ia_o, ib_o)
         back_idx = torch.where(a_fr, ib_o, ia_o)
-        c_front, c_back = _take(flat, front_idx), _take(flat, back_idx)
+        c_front, c_back = _take(flat, row_of(front_idx)), _take(flat, row_of(back_idx))
         # Beyond the last crossing the front pixel's box shows the background at that pixel when
         # the back surface is background (known), else the back pixel's surface.
         c_hidden = c_back
@@ -269,7 +278,7 @@ def antialias(
         ]
     if not targets:
         return image
-    out = flat.index_add(0, torch.cat(targets), torch.cat(deltas))
+    out = flat.index_add(0, row_of(torch.cat(targets)), torch.cat(deltas))
     return out.reshape(image.shape)
 
 

@@ -9,8 +9,10 @@ shape), passing named tensors:
 3. rasterisation: hard z-buffer per face screen box against the background depth (no grad);
 4. shading: flat Lambert + ambient from the weather's sun, one normal per flat group of faces;
 5. compositing: objects over the background, depth likewise;
-6. fog from the composited depth;
-7. anti-aliasing along edges (positions' gradients), then clamp to [0, 1].
+6. fog from the composited depth (the background's cached with it, the objects' pixels fogged
+   over it);
+7. anti-aliasing along edges (positions' gradients), then clamp to [0, 1]. Stages 6–7 work on
+   the objects' pixels and their neighbours only; the rest of the image is the background's.
 
 :class:`RenderBackend` is the interface the attacks see; :class:`TorchRenderer` is the pure
 PyTorch backend. Another backend (PyTorch3D, Mitsuba 3) only has to map a :class:`Scene` to a
@@ -19,7 +21,8 @@ PyTorch backend. Another backend (PyTorch3D, Mitsuba 3) only has to map a :class
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
@@ -46,15 +49,39 @@ class RenderOutput:
         boxes_projected: ``(B, N, 4)`` box of the projected mesh, not clipped to the image
             (for truncation ratios); ``-1`` for invalid slots.
         face_map: ``(B, H, W)`` int64 visible packed face id, -1 for background.
+
+    The labels (``instance``, ``boxes``, ``pixel_count``, ``boxes_projected``) are computed on
+    first access from the rasteriser's output, so an attack's iterations, which read only the
+    image, do not pay for them.
     """
 
     image: torch.Tensor
     depth: torch.Tensor
-    instance: torch.Tensor
-    boxes: torch.Tensor
-    pixel_count: torch.Tensor
-    boxes_projected: torch.Tensor
     face_map: torch.Tensor
+    _make_labels: Callable[[], tuple] = field(repr=False)
+    _labels: tuple | None = field(default=None, init=False, repr=False)
+
+    def _label(self, i: int) -> torch.Tensor:
+        if self._labels is None:
+            self._labels = self._make_labels()
+            self._make_labels = None  # free what the closure holds
+        return self._labels[i]
+
+    @property
+    def instance(self) -> torch.Tensor:
+        return self._label(0)
+
+    @property
+    def boxes(self) -> torch.Tensor:
+        return self._label(1)
+
+    @property
+    def pixel_count(self) -> torch.Tensor:
+        return self._label(2)
+
+    @property
+    def boxes_projected(self) -> torch.Tensor:
+        return self._label(3)
 
     @property
     def image_chw(self) -> torch.Tensor:
@@ -129,8 +156,8 @@ def feasible_codes(scene: Scene) -> Scene:
 
 
 class _BackgroundCache:
-    """The last batch's lighting and shaded background, reused while their inputs are the same
-    tensors, unchanged and outside autograd.
+    """The last batch's lighting and shaded background (also fogged, and fogged and clamped),
+    reused while their inputs are the same tensors, unchanged and outside autograd.
 
     An attack over geometry and colour queries γ again and again with the background, weather,
     foliage and sun untouched (the editor passes them on as the same tensor objects); shading a
@@ -140,7 +167,7 @@ class _BackgroundCache:
     enabled and any input requiring grad (an attack on weather or foliage), nothing is cached.
     """
 
-    _FIELDS = ("bg_color", "bg_semantic", "weather", "foliage", "sun_azimuth")
+    _FIELDS = ("bg_color", "bg_semantic", "bg_depth", "weather", "foliage", "sun_azimuth")
 
     def __init__(self):
         self.key: tuple | None = None
@@ -159,7 +186,11 @@ class _BackgroundCache:
             return self.value
         clamped = feasible_codes(scene)
         light = lighting(clamped.weather, clamped.sun_azimuth)
-        value = (light, shade_background(clamped, light))
+        background = shade_background(clamped, light)
+        airlight = effects.fog_airlight(light.bg_gain)
+        shaped = background.reshape(clamped.bg_depth.shape + (3,))
+        fogged = effects.apply_fog(shaped, clamped.bg_depth, clamped.weather[:, 0], airlight)
+        value = (light, background, airlight, fogged, fogged.clamp(0.0, 1.0))
         self.key, self.inputs, self.value = (key, inputs, value) if key is not None else (None, (), None)
         return value
 
@@ -188,7 +219,7 @@ class TorchRenderer:
 
     def __call__(self, scene: Scene) -> RenderOutput:
         b, h, w, n = scene.batch_size, scene.height, scene.width, scene.max_objects
-        light, background = _BACKGROUND.get(scene)
+        light, background, airlight, fogged, fogged_clamped = _BACKGROUND.get(scene)
         scene = feasible_codes(scene)
 
         packed = pack_meshes(scene)
@@ -208,12 +239,31 @@ class TorchRenderer:
         colors = shade_faces(face_albedo(scene, packed), shading_normals, face_batch, light)
         planes = depth_planes(screen, faces)
         z = interpolate_depth(planes, frags, w, h)
-        image = background.reshape(-1, 3).index_copy(0, frags.pixels, gather_rows(colors, frags.pixel_faces))
         depth = scene.bg_depth.reshape(-1).index_copy(0, frags.pixels, z)
-        image, depth = image.reshape(b, h, w, 3), depth.reshape(b, h, w)
+        # fog: the background's (cached with it) with the objects' pixels fogged over it, the
+        # same arithmetic as effects.apply_fog on the composited image, element for element
+        fog_beta = effects.FOG_BETA * scene.weather[:, 0]
+        pixel_img = frags.pixels // (h * w)
+        air_px = gather_rows(airlight, pixel_img)
+        t_px = torch.exp(-gather_rows(fog_beta, pixel_img) * z).unsqueeze(-1)
+        fogged_px = torch.addcmul(air_px, gather_rows(colors, frags.pixel_faces) - air_px, t_px)
+        # Only the objects' pixels and their 4-neighbours can differ from the (fogged, clamped)
+        # background, so the rest of γ works on those rows alone (`near`, sorted flat indices).
+        with torch.no_grad():
+            covered = frags.face_map >= 0
+            around = covered.clone()
+            around[:, :, 1:] |= covered[:, :, :-1]
+            around[:, :, :-1] |= covered[:, :, 1:]
+            around[:, 1:, :] |= covered[:, :-1, :]
+            around[:, :-1, :] |= covered[:, 1:, :]
+            near = torch.nonzero(around.reshape(-1)).squeeze(1)
+            row_map = torch.cumsum(around.reshape(-1), 0) - 1  # row of each pixel of `near`
 
-        airlight = effects.fog_airlight(light.bg_gain)
-        image = effects.apply_fog(image, depth, scene.weather[:, 0], airlight)
+        def rows(idx: torch.Tensor) -> torch.Tensor:
+            return row_map.index_select(0, idx)
+
+        compact = fogged.reshape(-1, 3).index_select(0, near).index_copy(0, rows(frags.pixels), fogged_px)
+        depth = depth.reshape(b, h, w)
         bg_flat, bg_depth = background.reshape(-1, 3), scene.bg_depth.reshape(-1)
 
         def background_at(idx: torch.Tensor) -> torch.Tensor:
@@ -223,14 +273,17 @@ class TorchRenderer:
             air = gather_rows(airlight, img)
             return air + (gather_rows(bg_flat, idx) - air) * t
 
-        fog_t = torch.exp(-effects.FOG_BETA * scene.weather[:, 0].view(-1, 1, 1) * depth).reshape(-1)
+        depth_flat = depth.reshape(-1)
+        neg_beta = -effects.FOG_BETA * scene.weather[:, 0]
 
         def face_color_at(face_ids: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-            air = gather_rows(airlight, idx // (h * w))
-            return air + (gather_rows(colors, face_ids) - air) * gather_rows(fog_t, idx).unsqueeze(1)
+            img = idx // (h * w)
+            air = gather_rows(airlight, img)
+            t = torch.exp(gather_rows(neg_beta, img) * gather_rows(depth_flat, idx)).unsqueeze(1)
+            return air + (gather_rows(colors, face_ids) - air) * t
 
-        image = antialias(
-            image,
+        compact = antialias(
+            compact,
             frags.face_map,
             depth,
             screen,
@@ -240,12 +293,17 @@ class TorchRenderer:
             front,
             face_color_at,
             background_at,
+            rows,
         )
-        image = image.clamp(0.0, 1.0)
+        image = fogged_clamped.reshape(-1, 3).index_copy(0, near, compact.clamp(0.0, 1.0)).reshape(b, h, w, 3)
 
-        instance, boxes, count = _instances(frags, packed.face_obj, b, n, h, w)
-        projected = _projected_boxes(screen.detach(), packed.vert_obj, b, n)
-        return RenderOutput(image, depth, instance, boxes, count, projected, frags.face_map)
+        screen_d, face_obj, vert_obj = screen.detach(), packed.face_obj, packed.vert_obj
+
+        def labels() -> tuple:
+            instance, boxes, count = _instances(frags, face_obj, b, n, h, w)
+            return instance, boxes, count, _projected_boxes(screen_d, vert_obj, b, n)
+
+        return RenderOutput(image, depth, frags.face_map, labels)
 
 
 @torch.no_grad()
