@@ -192,6 +192,23 @@ def test_geometric_gradients_meet_the_target(name):
     the pair's far colour switches (0.41); slivers the back pixel's surface hides; depth-order
     switches of nearly coplanar faces. The 1-D pair filter cannot be made continuous case by case;
     what would be is a 2-D coverage filter over the silhouette pixels.
+
+    Tried (session 17, branch ``wip/coverage-2d``, first 30 rotate cases, where the 1-D filter
+    agrees in 27): a 2-D filter re-colouring every pixel whose 3×3 neighbourhood shows more than
+    one face by the exact area of each overlapping triangle inside its square (Green's theorem
+    over the triangle clipped to the square, checked against Monte Carlo to 5e-4; autograd
+    matches 1e-4-px differences exactly), candidates from a conservative rasterisation of the
+    band, occlusion approximated front to back by "each layer fills what the nearer ones left".
+    It agrees in 10–13 of 30, whatever the layers (faces, connected parts, flat groups) and the
+    depth order (at the pixel centre, at each layer's centroid, at the smallest layer's centroid),
+    and costs 2.3× the 1-D filter (γ forward+backward, b8 1242×375: 9.2 vs 20.9 images/s). Why:
+    the fill assumes the layers overlap as little as possible, which is wrong exactly at a
+    silhouette, where a front-facing face behind the side (the car's end, seen nearly edge-on)
+    shares the silhouette edge — the pixel's coverage saturates at 1 and the edge's motion gets
+    no derivative — and where a decal (a light) sits on a slanted panel, whose order flips with
+    the reference point. An exact filter needs each pair of overlapping triangles' common area in
+    the square (convex clipping of two triangles and the square), several times the cost again,
+    which the attack's time budget (issue 6's ratio) does not allow on CPU.
     """
 
     good = _agreement(_geometric_cases(name, 120, seed={"translate": 11, "rotate": 12, "mesh": 13}[name]))
