@@ -1,4 +1,4 @@
-"""The same bits on every x86-64 CPU: pin the CPU kernels' instruction set.
+"""Pin the CPU kernels' instruction set, so that CPUs of different widths run the same code paths.
 
 PyTorch, oneDNN, MKL and NumPy each pick their kernels at run time from the instructions the CPU
 has. An AVX-512 machine sums in wider vectors than an AVX2 one, so the last bits of a convolution
@@ -12,9 +12,12 @@ a switch that caps its choice, read from the environment when it starts:
 * ``NPY_DISABLE_CPU_FEATURES`` — NumPy's AVX-512 dispatch targets (taken from the NumPy
   installed, whose names change between versions).
 
-With them every CPU that has AVX2 (x86-64 since about 2013) runs the same code paths; on an
-AVX2-only CPU they change nothing. Same thread count too: the default config runs one-thread
-jobs. The workflow sets them for every job unless the config's ``cpu_kernels`` is ``native``.
+With them every CPU that has AVX2 (x86-64 since about 2013) runs kernels of the same instruction
+set; on an AVX2-only CPU they change nothing. Same thread count too: the default config runs
+one-thread jobs. Measured, they are not the whole story: an Intel Xeon with AVX-512 and an AMD
+EPYC with AVX2 trained different victims from the same seed under these pins (results/README.md);
+what else picks a summation order there (cache-size blocking, vendor dispatch) is still open.
+The workflow sets them for every job unless the config's ``cpu_kernels`` is ``native``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Pinned CPU kernels (sae/cpu.py): the environment that makes every x86-64 CPU compute the same
-bits, and what it does and does not change."""
+"""Pinned CPU kernels (sae/cpu.py): the environment that makes every x86-64 CPU run kernels of one
+instruction set, and what it does and does not change."""
 
 import json
 import os
