@@ -731,7 +731,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="One row for the benign evaluation and one per attack folder (its summary.json and the "
         "eval/metrics.json of `sae eval --out ATTACK/eval`), with the paper's numbers beside.",
     )
-    ta.add_argument("--benign", required=True, help="`sae eval --out` folder of the benign images")
+    ta.add_argument(
+        "--benign",
+        nargs="+",
+        required=True,
+        help="`sae eval --out` folder of the benign images; several when the attacks took different frames "
+        "(each row is compared with the one that holds its frames, the first is the benign row)",
+    )
     ta.add_argument(
         "--attacks",
         nargs="+",

@@ -87,6 +87,7 @@ ATTACK_COLUMNS = [
     ("examples", "SAEs"),
     ("recall", "recall"),
     ("mAP", "mAP"),
+    ("benign_mAP", "benign mAP"),
     ("delta_mAP", "Δ mAP vs benign"),
     ("raised", "loss raised (%)"),
     ("paper_recall", "paper recall"),
@@ -106,14 +107,45 @@ def _ball(cfg: dict) -> str | None:
     return None
 
 
-def attack_rows(benign_eval: str, attack_dirs: list[str], difficulty: str, paper: dict | None = None) -> list[dict]:
+def _benign_of(eval_dir: Path, benign_evals: list[str]) -> str:
+    """The benign evaluation that holds the frames of ``eval_dir``: with one, that one (as the
+    caller says; a pixel set's evaluation names its frames by KITTI index, so names cannot be
+    compared with the benign ones); with several, the one whose stored detections name the same
+    frames as ``eval_dir``'s."""
+    if len(benign_evals) == 1:
+        return benign_evals[0]
+    from sae.metrics.store import stored_names
+
+    names = stored_names(eval_dir)
+    if names is None:
+        raise FileNotFoundError(f"{eval_dir}: no stored detections to tell which benign evaluation holds its frames")
+    for b in benign_evals:
+        other = stored_names(b)
+        if other is not None and sorted(other) == sorted(names):
+            return b
+    raise ValueError(
+        f"{eval_dir}: none of the benign evaluations {', '.join(map(str, benign_evals))} holds its "
+        f"{len(names)} frames, so its Δ mAP would compare other frames"
+    )
+
+
+def attack_rows(
+    benign_eval: str | list[str], attack_dirs: list[str], difficulty: str, paper: dict | None = None
+) -> list[dict]:
     """One row for the benign images and one per attack folder (its ``summary.json`` and the
     ``eval/metrics.json`` that ``sae eval`` wrote for its data set). An entry ``DIR=EVAL`` takes
-    the evaluation from the folder ``EVAL`` instead (a fixed set of §5, evaluated elsewhere)."""
+    the evaluation from the folder ``EVAL`` instead (a fixed set of §5, evaluated elsewhere).
+
+    ``benign_eval`` is one benign evaluation or several (attacks on different frame subsets): each
+    row's Δ mAP is against the benign evaluation of the same frames (its ``benign mAP``); the
+    first is the table's benign row."""
     from sae.constants import parse_combo
 
+    benigns = [str(benign_eval)] if isinstance(benign_eval, (str, os.PathLike)) else [str(b) for b in benign_eval]
+    if not benigns:
+        raise ValueError("no benign evaluation given")
     paper = {(k if k == "benign" else "+".join(parse_combo(k))): v for k, v in (paper or {}).items()}
-    base = metrics_at(benign_eval, difficulty)
+    base = metrics_at(benigns[0], difficulty)
     rows = [
         {
             "combo": "benign",
@@ -123,6 +155,7 @@ def attack_rows(benign_eval: str, attack_dirs: list[str], difficulty: str, paper
             "examples": None,
             "recall": base["recall"],
             "mAP": base["mAP"],
+            "benign_mAP": base["mAP"],
             "delta_mAP": 0.0,
             "raised": None,
             "paper_recall": paper["benign"][0] if "benign" in paper else None,
@@ -132,7 +165,9 @@ def attack_rows(benign_eval: str, attack_dirs: list[str], difficulty: str, paper
     for entry in attack_dirs:
         d, _, evaluated = str(entry).partition("=")
         summary = read_json(Path(d) / "summary.json")
-        m = metrics_at(Path(evaluated) if evaluated else Path(d) / "eval", difficulty)
+        eval_dir = Path(evaluated) if evaluated else Path(d) / "eval"
+        m = metrics_at(eval_dir, difficulty)
+        b = metrics_at(_benign_of(eval_dir, benigns), difficulty)
         cfg = summary["config"]
         combo = cfg.get("combo", "pixel")
         method = cfg.get("method", "pgd" if cfg.get("steps", 1) > 1 else "fgsm")
@@ -148,7 +183,8 @@ def attack_rows(benign_eval: str, attack_dirs: list[str], difficulty: str, paper
                 "examples": summary["examples"],
                 "recall": m["recall"],
                 "mAP": m["mAP"],
-                "delta_mAP": m["mAP"] - base["mAP"],
+                "benign_mAP": b["mAP"],
+                "delta_mAP": m["mAP"] - b["mAP"],
                 "raised": 100 * summary["raised"],
                 "paper_recall": p[0] if p else None,
                 "paper_mAP": p[1] if p else None,

@@ -35,7 +35,7 @@ def test_attack_table_reads_our_numbers_and_quotes_the_paper(tmp_path):
     tables.write_table(rows, tables.ATTACK_COLUMNS, tmp_path / "t", "Table 2")
     md = (tmp_path / "t.md").read_text()
     # iterative sFGSM's ball is the one its 6 steps reach; no queries were recorded here
-    assert "| rotate+translate+mesh | isfgsm | 6ε | – | 50 | 88.0 | 60.0 | -20.0 | 90.0 | 100.0 | 65.9 |" in md
+    assert "| rotate+translate+mesh | isfgsm | 6ε | – | 50 | 88.0 | 60.0 | 80.0 | -20.0 | 90.0 | 100.0 | 65.9 |" in md
     with open(tmp_path / "t.csv") as fh:
         got = list(csv.DictReader(fh))
     assert float(got[1]["mAP"]) == 60.0 and got[2]["paper_mAP"] == ""
@@ -55,6 +55,43 @@ def test_attack_table_reads_our_numbers_and_quotes_the_paper(tmp_path):
     # another difficulty level is another table
     rows = tables.attack_rows(str(benign), [str(a)], "all")
     assert rows[1]["mAP"] == 30.0
+
+
+def _stored(path, names):
+    """A ``detections.npz`` for frames ``names`` (no boxes: only the names matter here)."""
+    import torch
+
+    from sae.metrics.store import save_detections
+
+    empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
+    save_detections(path / "detections.npz", names, [empty] * len(names), [empty] * len(names), (94, 310), (94, 310))
+
+
+def test_each_attack_row_is_compared_with_the_benign_frames_it_attacked(tmp_path):
+    """Attacks on two frame subsets (`attacks.examples` and `attacks.other_examples`): each row's
+    Δ mAP is against the benign evaluation of its own frames; frames nobody evaluated are an error."""
+    many, few = ["a", "b", "c", "d"], ["a", "d"]
+    benign = _eval_dir(tmp_path / "benign", 90.0, 80.0)
+    benign_few = _eval_dir(tmp_path / "benign-few", 90.0, 70.0)
+    _stored(benign, many)
+    _stored(benign_few, few)
+    a = _attack_dir(tmp_path / "a", "translate+rotate+mesh", "isfgsm", 88.0, 60.0)
+    b = _attack_dir(tmp_path / "b", "color+weather", "isfgsm", 88.0, 65.0)
+    _stored(a / "eval", list(reversed(many)))  # order does not matter, the frames do
+    _stored(b / "eval", few)
+    rows = tables.attack_rows([str(benign), str(benign_few)], [str(a), str(b)], "moderate")
+    assert [r["benign_mAP"] for r in rows] == [80.0, 80.0, 70.0]
+    assert rows[1]["delta_mAP"] == pytest.approx(-20.0) and rows[2]["delta_mAP"] == pytest.approx(-5.0)
+    # frames that no benign evaluation holds: an error naming the attack
+    with pytest.raises(ValueError, match=r"b/eval.*2 frames"):
+        tables.attack_rows([str(benign), str(benign_few / "elsewhere")], [str(a), str(b)], "moderate")
+    # one benign evaluation is every row's (the caller's word: a pixel set names frames otherwise)
+    rows = tables.attack_rows(str(benign), [str(a), str(b)], "moderate")
+    assert [r["benign_mAP"] for r in rows] == [80.0, 80.0, 80.0]
+    # several benign evaluations need stored frames to choose between them
+    c = _attack_dir(tmp_path / "c", "color", "isfgsm", 88.0, 65.0)
+    with pytest.raises(FileNotFoundError, match="c/eval"):
+        tables.attack_rows([str(benign), str(benign_few)], [str(c)], "moderate")
 
 
 def test_missing_inputs_are_named(tmp_path):

@@ -40,6 +40,9 @@ def test_dry_run_builds_the_whole_dag(config, tmp_path):
     ):
         assert jobs.get(rule) == 1, (rule, jobs)
     assert jobs.get("attack_diagnostics") == 8  # the six singles and the headline, gradient and random
+    # combinations outside the paper's attack `other_examples` frames: their own benign evaluation
+    other = cfg["attacks"].get("other_examples")
+    assert jobs.get("eval_benign_other", 0) == (1 if other and other != cfg["attacks"]["examples"] else 0), jobs
     # §5: SAE and pixel sets of the evaluation and fine-tuning splits; six trained recipes; every
     # recipe of the victim and every other detector's fine-tuned model on the three validation sets
     assert jobs.get("attack_set") == 4 and jobs.get("augment") == 6, jobs
@@ -63,6 +66,7 @@ SINGLES = {"color", "weather", "foliage", "rotate", "translate", "mesh"}
         (("attacks", "combos"), ["colour+rotate"], "combos"),
         (("attacks", "eps", "mesh"), -0.025, "mesh"),
         (("attacks", "steps"), "six", "steps"),
+        (("attacks", "other_examples"), 0, "other_examples"),
         (("detectors", "squeezedet", "pretrain", "lr"), 0, "lr"),
         (("detectors", "squeezedet", "pretrain", "ema"), 1.0, "ema"),
         (("metrics", "difficulty"), "medium", "difficulty"),

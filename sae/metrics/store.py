@@ -65,6 +65,21 @@ def save_detections(
     return path
 
 
+def stored_names(path: str | os.PathLike) -> list[str] | None:
+    """The frame names of a ``detections.npz`` (or the folder holding one), without loading its
+    detections; None when there is no such file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / DETECTIONS_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return [str(n) for n in z["names"]]
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable detections file ({exc})") from exc
+
+
 def load_detections(path: str | os.PathLike) -> dict:
     """``{"names", "preds", "targets", "size", "source_size"}`` from a ``detections.npz``
     (or the folder holding one); errors name the file."""

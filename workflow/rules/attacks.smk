@@ -1,11 +1,9 @@
 # Attacks on the victim over the evaluation split: one SAE data set per {combo} (all 63
-# non-empty subsets of the six parameters, `attacks.examples` frames each), and the baselines
+# non-empty subsets of the six parameters; `attacks.examples` frames for the paper's and C1's
+# combinations, `attacks.other_examples` for the rest), and the baselines
 # table's attacks (random search, sFGSM over the ball, pixel FGSM) on the frames of the fixed
 # evaluation sets (`sets.eval_examples`), beside those sets' iterative sFGSM and pixel PGD; each
 # job also scores the victim on the set it wrote (`sae attack --eval`).
-
-EXAMPLES = config["attacks"]["examples"]
-
 
 wildcard_constraints:
     combo="[a-z+]+",
@@ -24,7 +22,7 @@ rule attack:
         eps=eps_args(),
         steps=config["attacks"]["steps"],
         # random search is the baselines table's and C8's: the fixed evaluation sets' frames
-        limit=lambda wc: set_limit("eval") if wc.method == "random" else f"--limit {EXAMPLES}",
+        limit=lambda wc: set_limit("eval") if wc.method == "random" else f"--limit {examples_for(wc.combo)}",
         batch=config["attacks"]["batch_size"],
         device=config["device"],
         seed=config["seed"],
@@ -107,10 +105,11 @@ rule pixel_attack:
 
 
 rule eval_benign_subset:
+    # the benign frames of the attacks of Table 1, the paper's Table 2 rows and C1
     input:
         checkpoint(VICTIM),
     output:
-        results("eval", VICTIM, "benign-attacked", "metrics.json"),
+        benign_attacked(EXAMPLES),
     params:
         data=results("data", "eval", "vkitti2"),
         out=lambda wc, output: str(Path(output[0]).parent),
@@ -127,6 +126,22 @@ rule eval_benign_subset:
         "--out {params.out} > {log} 2>&1"
 
 
+if OTHER_EXAMPLES != EXAMPLES:
+
+    use rule eval_benign_subset as eval_benign_other with:
+        # the benign frames of the other combinations' attacks (`attacks.other_examples`)
+        output:
+            benign_attacked(OTHER_EXAMPLES),
+        params:
+            data=results("data", "eval", "vkitti2"),
+            out=lambda wc, output: str(Path(output[0]).parent),
+            examples=OTHER_EXAMPLES,
+        log:
+            results("logs", "eval_benign_attacked_other.log"),
+        benchmark:
+            results("benchmarks", "eval_benign_attacked_other.tsv")
+
+
 def attack_dir(method, combo):
     return results("attacks", method, combo)
 
@@ -135,15 +150,24 @@ def attack_table_inputs(combos, method):
     return [results("attacks", method, c, "eval", "metrics.json") for c in combos]
 
 
+def benign_inputs(combos):
+    """The benign evaluations that the attacks of ``combos`` are compared with, on their frames:
+    the `attacks.examples` one first (the table's benign row)."""
+    return [benign_attacked(n) for n in dict.fromkeys([EXAMPLES, *(examples_for(c) for c in combos)])]
+
+
+TABLE2_COMBOS = [c for c in attack_combos() if "+" in c]
+
+
 rule table1:
     input:
-        benign=rules.eval_benign_subset.output,
+        benign=benign_inputs(SINGLES),
         attacks=attack_table_inputs(SINGLES, config["attacks"]["method"]),
     output:
         md=report(results("tables", "table1.md"), caption="../report/tables.rst", category="Tables"),
         csv=results("tables", "table1.csv"),
     params:
-        benign=lambda wc, input: str(Path(input.benign[0]).parent),
+        benign=lambda wc, input: " ".join(str(Path(b).parent) for b in input.benign),
         attacks=[attack_dir(config["attacks"]["method"], c) for c in SINGLES],
         difficulty=config["metrics"]["difficulty"],
         stem=results("tables", "table1"),
@@ -158,14 +182,14 @@ rule table1:
 
 rule table2:
     input:
-        benign=rules.eval_benign_subset.output,
-        attacks=attack_table_inputs([c for c in attack_combos() if "+" in c], config["attacks"]["method"]),
+        benign=benign_inputs(TABLE2_COMBOS),
+        attacks=attack_table_inputs(TABLE2_COMBOS, config["attacks"]["method"]),
     output:
         md=report(results("tables", "table2.md"), caption="../report/tables.rst", category="Tables"),
         csv=results("tables", "table2.csv"),
     params:
-        benign=lambda wc, input: str(Path(input.benign[0]).parent),
-        attacks=[attack_dir(config["attacks"]["method"], c) for c in attack_combos() if "+" in c],
+        benign=lambda wc, input: " ".join(str(Path(b).parent) for b in input.benign),
+        attacks=[attack_dir(config["attacks"]["method"], c) for c in TABLE2_COMBOS],
         difficulty=config["metrics"]["difficulty"],
         stem=results("tables", "table2"),
     log:

@@ -65,6 +65,30 @@ SINGLES = [c for c in all_combos() if "+" not in c]
 HEADLINE = canonical_combo(config["attacks"]["headline"])
 
 
+def paper_combos():
+    """The combinations whose numbers the paper reports or C1 rests on: Table 1's six single
+    parameters, Table 2's four combinations and the headline."""
+    from sae.tables import PAPER_TABLE2
+
+    return set(SINGLES) | {canonical_combo(c) for c in PAPER_TABLE2 if c != "benign"} | {HEADLINE}
+
+
+EXAMPLES = config["attacks"]["examples"]
+# the rest of Table 2 (our extension to all 63 subsets): `attacks.other_examples` frames each
+OTHER_EXAMPLES = config["attacks"].get("other_examples") or EXAMPLES
+
+
+def examples_for(combo):
+    """Frames attacked for ``combo`` (`attacks.examples` or `attacks.other_examples`)."""
+    return EXAMPLES if combo in paper_combos() else OTHER_EXAMPLES
+
+
+def benign_attacked(examples):
+    """The victim's benign evaluation of the frames that ``examples``-frame attacks take."""
+    name = "benign-attacked" if examples == EXAMPLES else "benign-attacked-other"
+    return results("eval", VICTIM, name, "metrics.json")
+
+
 def checkpoint(detector, stage="finetune"):
     return results("models", detector, stage, "final.pt")
 
