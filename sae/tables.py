@@ -107,11 +107,11 @@ def _ball(cfg: dict) -> str | None:
     return None
 
 
-def _benign_of(eval_dir: Path, benign_evals: list[str]) -> str:
+def _benign_of(eval_dir: Path, benign_evals: list[str], frames: dict) -> str:
     """The benign evaluation that holds the frames of ``eval_dir``: with one, that one (as the
     caller says; a pixel set's evaluation names its frames by KITTI index, so names cannot be
     compared with the benign ones); with several, the one whose stored detections name the same
-    frames as ``eval_dir``'s."""
+    frames as ``eval_dir``'s. ``frames`` caches each benign evaluation's sorted frame names."""
     if len(benign_evals) == 1:
         return benign_evals[0]
     from sae.metrics.store import stored_names
@@ -120,8 +120,10 @@ def _benign_of(eval_dir: Path, benign_evals: list[str]) -> str:
     if names is None:
         raise FileNotFoundError(f"{eval_dir}: no stored detections to tell which benign evaluation holds its frames")
     for b in benign_evals:
-        other = stored_names(b)
-        if other is not None and sorted(other) == sorted(names):
+        if b not in frames:
+            other = stored_names(b)
+            frames[b] = None if other is None else sorted(other)
+        if frames[b] == sorted(names):
             return b
     raise ValueError(
         f"{eval_dir}: none of the benign evaluations {', '.join(map(str, benign_evals))} holds its "
@@ -146,6 +148,7 @@ def attack_rows(
         raise ValueError("no benign evaluation given")
     paper = {(k if k == "benign" else "+".join(parse_combo(k))): v for k, v in (paper or {}).items()}
     base = metrics_at(benigns[0], difficulty)
+    frames: dict = {}  # each benign evaluation's frame names, read once
     rows = [
         {
             "combo": "benign",
@@ -167,7 +170,7 @@ def attack_rows(
         summary = read_json(Path(d) / "summary.json")
         eval_dir = Path(evaluated) if evaluated else Path(d) / "eval"
         m = metrics_at(eval_dir, difficulty)
-        b = metrics_at(_benign_of(eval_dir, benigns), difficulty)
+        b = metrics_at(_benign_of(eval_dir, benigns, frames), difficulty)
         cfg = summary["config"]
         combo = cfg.get("combo", "pixel")
         method = cfg.get("method", "pgd" if cfg.get("steps", 1) > 1 else "fgsm")

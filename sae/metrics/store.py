@@ -65,12 +65,16 @@ def save_detections(
     return path
 
 
+def _detections_file(path: str | os.PathLike) -> Path:
+    """``path``, or the ``detections.npz`` inside it when it is a folder."""
+    path = Path(path)
+    return path / DETECTIONS_FILE if path.is_dir() else path
+
+
 def stored_names(path: str | os.PathLike) -> list[str] | None:
     """The frame names of a ``detections.npz`` (or the folder holding one), without loading its
     detections; None when there is no such file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / DETECTIONS_FILE
+    path = _detections_file(path)
     if not path.is_file():
         return None
     try:
@@ -83,9 +87,7 @@ def stored_names(path: str | os.PathLike) -> list[str] | None:
 def load_detections(path: str | os.PathLike) -> dict:
     """``{"names", "preds", "targets", "size", "source_size"}`` from a ``detections.npz``
     (or the folder holding one); errors name the file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / DETECTIONS_FILE
+    path = _detections_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"stored detections not found: {path}")
     try:
