@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -117,48 +118,64 @@ def _infer(net, images) -> None:
 
 
 def run_detect_bench(
-    detectors, sizes, batches, repeats: int = 3, device: str = "cpu", model: dict | None = None
+    detectors,
+    sizes,
+    batches,
+    repeats: int = 3,
+    device: str = "cpu",
+    model: dict | None = None,
+    checkpoints: list[str] | None = None,
 ) -> list[dict]:
-    """Train steps/s (forward, loss, backward, SGD step) and inference images/s (forward + decode)."""
-    from sae.detectors.train import build_detector
+    """Train steps/s (forward, loss, backward, SGD step) and inference images/s (forward + decode)
+    of freshly initialised ``detectors`` (with ``model`` options) at ``sizes``, or of the trained
+    detectors in ``checkpoints`` at the size each was trained for (``detectors``, ``model`` and
+    ``sizes`` are then not used)."""
+    from sae.detectors.train import build_detector, load_checkpoint, read_state
 
+    if checkpoints:
+        runs = [(c, None, tuple(json.loads(read_state(c)["config"])["size"])) for c in checkpoints]
+    else:
+        runs = [(None, name, size) for name in detectors for size in sizes]
     results = []
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for name in detectors:
-        for height, width in sizes:
+    for ckpt, name, (height, width) in runs:
+        if ckpt:
+            net = load_checkpoint(ckpt, device)[0]
+            name = f"{type(net).__name__.lower()} ({Path(ckpt).parent.name})"
+        else:
             net = build_detector(name, (height, width), model or {}).to(device)
-            opt = torch.optim.SGD(net.parameters(), lr=1e-4)
-            for batch in batches:
-                gen = torch.Generator().manual_seed(0)
-                images = torch.rand(batch, 3, height, width, generator=gen).to(device)
-                targets = [
-                    {
-                        "boxes": torch.tensor(
-                            [
-                                [0.1 * width, 0.3 * height, 0.3 * width, 0.6 * height],
-                                [0.5 * width, 0.4 * height, 0.7 * width, 0.8 * height],
-                            ]
-                        ).to(device),
-                        "labels": torch.tensor([0, 1]).to(device),
-                    }
-                    for _ in range(batch)
-                ]
-
-                step = partial(_train_step, net, opt, images, targets)
-                infer = partial(_infer, net, images)
-                row = {
-                    "detector": name,
-                    "height": height,
-                    "width": width,
-                    "batch": batch,
-                    "device": device,
-                    "parameters": sum(p.numel() for p in net.parameters()),
+        opt = torch.optim.SGD(net.parameters(), lr=1e-4)
+        for batch in batches:
+            gen = torch.Generator().manual_seed(0)
+            images = torch.rand(batch, 3, height, width, generator=gen).to(device)
+            targets = [
+                {
+                    "boxes": torch.tensor(
+                        [
+                            [0.1 * width, 0.3 * height, 0.3 * width, 0.6 * height],
+                            [0.5 * width, 0.4 * height, 0.7 * width, 0.8 * height],
+                        ]
+                    ).to(device),
+                    "labels": torch.tensor([0, 1]).to(device),
                 }
-                for key, fn in (("train", step), ("infer", infer)):
-                    fn()  # warm-up
-                    sync()
-                    row[f"{key}_s"] = _best_time(fn, repeats, sync)
-                results.append(row)
+                for _ in range(batch)
+            ]
+
+            step = partial(_train_step, net, opt, images, targets)
+            infer = partial(_infer, net, images)
+            row = {
+                "detector": name,
+                "height": height,
+                "width": width,
+                "batch": batch,
+                "device": device,
+                "parameters": sum(p.numel() for p in net.parameters()),
+            }
+            for key, fn in (("train", step), ("infer", infer)):
+                fn()  # warm-up
+                sync()
+                row[f"{key}_s"] = _best_time(fn, repeats, sync)
+            results.append(row)
     return results
 
 
@@ -208,9 +225,11 @@ def format_table(results: list[dict]) -> str:
 
 
 if __name__ == "__main__":
+    from sae.cpu import flush_denormals
     from sae.memory import retain_freed_memory
 
     retain_freed_memory()  # as the sae command line does
+    flush_denormals()
     h, w, b, r, dev, th = json.loads(sys.argv[1])
     print(json.dumps(_bench_one(h, w, b, r, dev, th)))
 

@@ -48,7 +48,10 @@ def smoke_reference(tmp_path_factory):
 
 
 def pytest_configure(config):
-    # as the sae command line does: the renderer's full-frame temporaries reuse freed memory
+    # as the sae command line does: the renderer's full-frame temporaries reuse freed memory, and
+    # subnormal floats are flushed to zero
+    from sae.cpu import flush_denormals
     from sae.memory import retain_freed_memory
 
     retain_freed_memory()
+    flush_denormals()

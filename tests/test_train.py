@@ -39,6 +39,63 @@ def test_dataset_scales_boxes_with_the_image(data):
     assert (rer[0][0] - img).abs().mean() < 0.05  # γ(IR) ≈ the stored JPEG
 
 
+@pytest.mark.parametrize("rerender", [False, True])
+def test_the_item_cache_changes_no_item_and_no_trained_bit(data, tmp_path, monkeypatch, rerender):
+    """A cached item is the item read afresh (image and targets), a caller editing the targets it
+    got does not edit the cache, and a training run whose data sets cache every item ends with the
+    weights of one reading every draw from disk (4 steps of 2 draws from the finetune split's
+    frames: several frames are drawn twice)."""
+    from sae.detectors import data as data_module
+
+    root = data / "finetune" / "vkitti2"
+    plain, cached = (
+        DetectionDataset(root, (94, 310), rerender=rerender),
+        DetectionDataset(root, (94, 310), rerender=rerender, cache=True),
+    )
+    for _ in range(2):  # the second pass reads the cache
+        for i in range(3):
+            (a, ta), (b, tb) = plain[i], cached[i]
+            assert torch.equal(a, b) and ta.keys() == tb.keys()
+            assert all(torch.equal(ta[k], tb[k]) for k in ta)
+            tb["boxes"] += 1000.0
+    reads = []
+    frame = data_module.DetectionDataset.frame
+    monkeypatch.setattr(data_module.DetectionDataset, "frame", lambda self, i: reads.append(i) or frame(self, i))
+    cached[0]
+    assert reads == []  # served from memory
+    cfg = _config(data, rerender=rerender, iterations=4, model={"width": 0.25, "dropout": 0.0})
+    with_cache = train(cfg, tmp_path / "cache", progress=False)
+    draws = len(reads)
+    original = data_module.DetectionDataset.__init__
+    monkeypatch.setattr(
+        data_module.DetectionDataset, "__init__", lambda self, *a, cache=False, **k: original(self, *a, **k)
+    )
+    reads.clear()
+    without = train(cfg, tmp_path / "plain", progress=False)
+    assert len(reads) == 8 > draws  # every draw read from disk, against each frame once
+    a, b = torch.load(with_cache, weights_only=True), torch.load(without, weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_detectors_see_channels_last_images_whatever_layout_they_get():
+    """``normalise`` hands the convolutions channels-last images, the renderer's own layout, so a
+    frame read from disk and the same frame rendered run the same kernels: equal outputs bit for bit."""
+    from sae.detectors.train import build_detector
+
+    torch.manual_seed(0)
+    for name, model in (("squeezedet", {"width": 0.25, "dropout": 0.0}), ("yolov3", {"width": 0.125})):
+        net = build_detector(name, (64, 160), model).eval()
+        x = torch.rand(2, 64, 160, 3)
+        rendered, read = x.permute(0, 3, 1, 2), x.permute(0, 3, 1, 2).contiguous()
+        assert not rendered.is_contiguous() and read.is_contiguous()
+        assert net.normalise(read).is_contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            a, b = net(rendered), net(read)
+        for k in a:
+            if isinstance(a[k], torch.Tensor):
+                assert torch.equal(a[k], b[k]), (name, k)
+
+
 def test_training_lowers_the_loss_on_one_batch(data):
     torch.manual_seed(0)
     from sae.detectors.train import build_detector

@@ -289,10 +289,12 @@ def run_task(out: Path, task: Task) -> dict:
 
 
 def _worker_init() -> None:
+    from sae.cpu import flush_denormals
     from sae.memory import retain_freed_memory
 
     torch.set_num_threads(1)
     retain_freed_memory()  # a spawned worker starts with glibc's defaults (sae.memory)
+    flush_denormals()  # and with the CPU's default float mode (sae.cpu)
 
 
 def _run(args) -> dict:

@@ -44,14 +44,22 @@ class DetectionDataset(torch.utils.data.Dataset):
         rerender: for VKITTI2 folders with IR files, use γ(IR) instead of the stored JPEG.
         min_height: objects shorter than this (px at the working size) are left out of the
             targets — for training, where a 3-pixel car teaches nothing but noise.
+        cache: keep every item read (its uint8 image at the working size and its targets) in
+            memory, for training, which draws each frame many times (the default pre-training:
+            2000 frames drawn 19 200 times; 350 kB a frame at 621×188): reading and decoding a
+            frame costs 3.7 ms here, a quarter of a training view's preparation. The items are
+            the same with or without it (tested).
     """
 
-    def __init__(self, path, size: tuple[int, int], rerender: bool = False, min_height: float = 0.0):
+    def __init__(
+        self, path, size: tuple[int, int], rerender: bool = False, min_height: float = 0.0, cache: bool = False
+    ):
         self.reader = open_dataset(path)
         self.size = tuple(size)
         self.rerender = rerender and isinstance(self.reader, VKITTI2)
         self.min_height = float(min_height)
         self._rendered: dict[int, np.ndarray] = {}  # uint8 γ(IR) per frame (a few hundred kB each)
+        self._items: dict[int, tuple[np.ndarray, dict]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -95,14 +103,21 @@ class DetectionDataset(torch.utils.data.Dataset):
         return frame.rgb
 
     def __getitem__(self, i: int):
-        frame = self.frame(i)
-        rgb = self._image(i, frame)
-        h, w = self.size
-        target = self.target(frame, rgb.shape[:2])
-        if rgb.shape[:2] != (h, w):
-            rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
-        image = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
-        return image, target
+        item = self._items.get(i) if self._items is not None else None
+        if item is None:
+            frame = self.frame(i)
+            rgb = self._image(i, frame)
+            h, w = self.size
+            target = self.target(frame, rgb.shape[:2])
+            if rgb.shape[:2] != (h, w):
+                rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
+            item = np.array(rgb, dtype=np.uint8), target
+            if self._items is not None:
+                self._items[i] = item
+                self._rendered.pop(i, None)  # the item holds it now, resized
+        rgb, target = item
+        image = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+        return image, {k: v.clone() for k, v in target.items()}
 
     def target(self, frame: Frame, source_hw: tuple[int, int] | None = None) -> dict:
         """``frame``'s targets with boxes scaled from ``source_hw`` (default: its RGB's size) to

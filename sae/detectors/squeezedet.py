@@ -154,7 +154,7 @@ class SqueezeDet(Detector):
 
     # ------------------------------------------------------------------ forward and anchors
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = (images - self.mean) / self.std
+        x = self.normalise(images)
         raw = self.head(self.dropout(self.features(x)))
         raw["anchors"] = self.anchors(raw.pop("grid"), images.shape[-2:], images.device, images.dtype)
         raw["image_hw"] = tuple(images.shape[-2:])
@@ -162,7 +162,7 @@ class SqueezeDet(Detector):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, C)`` image embedding: the backbone's last feature map, averaged over space."""
-        return self.features((images - self.mean) / self.std).mean(dim=(2, 3))
+        return self.features(self.normalise(images)).mean(dim=(2, 3))
 
     def anchors(self, grid, image_hw, device, dtype) -> torch.Tensor:
         """``(G·K, 4)`` anchors ``(cx, cy, w, h)`` in pixels, cell-major like the head's output."""

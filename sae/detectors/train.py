@@ -229,7 +229,9 @@ def train(config: TrainConfig, out: str | os.PathLike, progress: bool = True) ->
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     min_h = config.min_box_height * config.size[0] / 375
-    datasets = [DetectionDataset(p, config.size, rerender=config.rerender, min_height=min_h) for p, _ in config.data]
+    datasets = [
+        DetectionDataset(p, config.size, rerender=config.rerender, min_height=min_h, cache=True) for p, _ in config.data
+    ]
     init_model, init_state = load_checkpoint(config.init, str(device)) if config.init else (None, None)
     config = _resolve_anchors(config, datasets, init_state)
     model = build_detector(config.detector, config.size, config.model).to(device)

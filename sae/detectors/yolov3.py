@@ -174,11 +174,11 @@ class YOLOv3(Detector):
     # ------------------------------------------------------------------ forward and anchors
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, C)`` image embedding: the backbone's stride-32 feature map, averaged over space."""
-        return self.backbone((images - self.mean) / self.std)[2].mean(dim=(2, 3))
+        return self.backbone(self.normalise(images))[2].mean(dim=(2, 3))
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = images.shape[-2:]
-        x = (images - self.mean) / self.std
+        x = self.normalise(images)
         ph, pw = (-h) % self.STRIDE, (-w) % self.STRIDE
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph))  # zero = the mean colour after normalisation
