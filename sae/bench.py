@@ -130,20 +130,21 @@ def run_detect_bench(
     of freshly initialised ``detectors`` (with ``model`` options) at ``sizes``, or of the trained
     detectors in ``checkpoints`` at the size each was trained for (``detectors``, ``model`` and
     ``sizes`` are then not used)."""
-    from sae.detectors.train import build_detector, load_checkpoint, read_state
+    from sae.detectors.train import build_detector, load_checkpoint
 
-    if checkpoints:
-        runs = [(c, None, tuple(json.loads(read_state(c)["config"])["size"])) for c in checkpoints]
-    else:
-        runs = [(None, name, size) for name in detectors for size in sizes]
+    def nets():
+        """``(name, detector, (height, width))`` of each configuration to time."""
+        for ckpt in checkpoints or []:
+            net, state = load_checkpoint(ckpt, device)
+            yield f"{type(net).__name__.lower()} ({Path(ckpt).parent.name})", net, json.loads(state["config"])["size"]
+        if not checkpoints:
+            for name in detectors:
+                for size in sizes:
+                    yield name, build_detector(name, size, model or {}).to(device), size
+
     results = []
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for ckpt, name, (height, width) in runs:
-        if ckpt:
-            net = load_checkpoint(ckpt, device)[0]
-            name = f"{type(net).__name__.lower()} ({Path(ckpt).parent.name})"
-        else:
-            net = build_detector(name, (height, width), model or {}).to(device)
+    for name, net, (height, width) in nets():
         opt = torch.optim.SGD(net.parameters(), lr=1e-4)
         for batch in batches:
             gen = torch.Generator().manual_seed(0)

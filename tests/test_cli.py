@@ -70,6 +70,22 @@ def test_bench_detect_prints_a_table(capsys):
     assert "| squeezedet | 160×48 | 1 |" in out and "inference img/s" in out
 
 
+def test_bench_detect_times_a_checkpoint_at_its_own_size(capsys, tmp_path):
+    """``--checkpoint`` times the trained detector it holds, at the size it was trained for (not
+    ``--sizes``), named by its folder; a missing checkpoint is a clear error naming it."""
+    from sae.detectors.train import TrainConfig, build_detector, save_checkpoint
+
+    cfg = TrainConfig(size=(48, 160), model={"width": 0.25})
+    save_checkpoint(tmp_path / "tuned" / "final.pt", build_detector("squeezedet", cfg.size, cfg.model), None, 1, cfg)
+    argv = ["bench", "detect", "--sizes", "320x96", "--batches", "1", "--repeats", "1"]
+    assert main(argv + ["--checkpoint", str(tmp_path / "tuned" / "final.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "| squeezedet (tuned) | 160×48 | 1 |" in out and "320×96" not in out
+    assert "subnormal floats: flushed to zero" in out
+    assert main(argv + ["--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert f"checkpoint not found: {tmp_path / 'none.pt'}" in capsys.readouterr().err
+
+
 def test_bench_attack_prints_a_table(capsys):
     argv = ["bench", "attack", "--sizes", "160x48", "--batches", "1", "--repeats", "1", "--steps", "2"]
     assert main(argv + ["--model", '{"width": 0.25, "batch_norm": true}', "--paper-victim"]) == 0
