@@ -313,13 +313,27 @@ def check_claims(layout: Layout, difficulty: str = "moderate", bootstrap: Bootst
         }
     )
 
-    # C3: SAE augmentation recovers mAP on SAEs while keeping benign performance.
+    # C3: SAE augmentation recovers mAP on SAEs while keeping benign performance, and retraining
+    # gains that from the SAEs, not from training the victim further (the benign-only control).
     parts, ours = [], []
     for recipe in ("retrained-sae", "tuned-sae"):
         gain = bs.difference(ev(layout.model(recipe, "sae")), s_eval)
         loss = bs.difference(ev(layout.model(recipe, "benign")), b_eval)
         parts += [_sig(gain, "above"), loss.value > -gain.value]
         ours.append(f"{recipe}: on SAEs {gain.text(True)}, on benign {loss.text(True)}")
+    control = "retrained-benign"
+    criterion = "each SAE recipe gains on SAEs (interval above 0) and loses less on benign than it gains"
+    if layout.model(control, "sae").is_dir():
+        c_sae, c_benign = ev(layout.model(control, "sae")), ev(layout.model(control, "benign"))
+        ours.append(
+            f"{control} (the control): on SAEs {bs.difference(c_sae, s_eval).text(True)}, on benign "
+            f"{bs.difference(c_benign, b_eval).text(True)}"
+        )
+        over = bs.difference(ev(layout.model("retrained-sae", "sae")), c_sae)
+        over_benign = bs.difference(ev(layout.model("retrained-sae", "benign")), c_benign)
+        ours.append(f"retrained-sae minus the control: on SAEs {over.text(True)}, on benign {over_benign.text(True)}")
+        parts.append(_sig(over, "above"))
+        criterion += ", and retrained-sae beats the control (benign frames alone, same schedule) on SAEs"
     t3 = PAPER_TABLE3
     rows.append(
         {
@@ -329,7 +343,7 @@ def check_claims(layout: Layout, difficulty: str = "moderate", bootstrap: Bootst
             f"{t3['tuned-sae']['sae'][1]}; benign {t3['baseline']['benign'][1]} → {t3['retrained-sae']['benign'][1]}, "
             f"{t3['tuned-sae']['benign'][1]}",
             "ours": "Δ mAP vs the baseline: " + "; ".join(ours),
-            "criterion": "each SAE recipe gains on SAEs (interval above 0) and loses less on benign than it gains",
+            "criterion": criterion,
             "holds": _verdict(parts),
         }
     )

@@ -8,7 +8,7 @@ BENIGN = [("finetune/vkitti2", 1.0), ("pretrain/kitti", 0.5)]
 SETS = {"sae": "sets/sae/augment/vkitti2", "pixel": "sets/pixel/augment/kitti"}
 
 
-def test_the_papers_seven_recipes():
+def test_the_papers_seven_recipes_and_our_control():
     assert set(RECIPES) == {
         "baseline",
         "retrained-sae",
@@ -17,15 +17,25 @@ def test_the_papers_seven_recipes():
         "tuned-pixel",
         "hybrid-sae-then-pixel",
         "hybrid-pixel-then-sae",
+        "retrained-benign",
     }
     assert VALIDATION_SETS == ("benign", "sae", "pixel")
 
 
-def test_retrained_models_start_from_the_pretrained_weights_and_mix_benign_data():
+def test_retrained_models_continue_the_victim_on_benign_data_mixed_with_their_set():
+    # the paper "incrementally (re)trained the benign SqueezeDet model": from the victim's weights
     for kind in ("sae", "pixel"):
         r = recipe(f"retrained-{kind}")
-        assert r.init == "pretrain" and r.schedule == "retrain" and r.adversarial == kind
+        assert lineage(r.name) == ["pretrain", "finetune", r.name]
+        assert r.schedule == "retrain" and r.adversarial == kind
         assert training_data(r.name, BENIGN, SETS, 0.5) == [*BENIGN, (SETS[kind], 0.5)]
+
+
+def test_the_control_retrains_the_victim_on_the_benign_mix_alone():
+    r = recipe("retrained-benign")
+    assert lineage(r.name) == ["pretrain", "finetune", r.name] and r.schedule == "retrain"
+    assert training_data(r.name, BENIGN, SETS, 0.5) == BENIGN  # the same schedule, no adversarial set
+    assert training_data(r.name, BENIGN, {}, 0.5) == BENIGN  # and it needs none
 
 
 def test_tuned_models_start_from_the_victim_and_see_only_the_adversarial_set():

@@ -45,8 +45,8 @@ def test_dry_run_builds_the_whole_dag(config, tmp_path):
     assert jobs.get("eval_benign_other", 0) == (1 if other and other != cfg["attacks"]["examples"] else 0), jobs
     # §5: SAE and pixel sets of the evaluation and fine-tuning splits; six trained recipes; every
     # recipe of the victim and every other detector's fine-tuned model on the three validation sets
-    assert jobs.get("attack_set") == 4 and jobs.get("augment") == 6, jobs
-    assert jobs.get("eval_model") == 6, jobs  # one job per trained recipe, every validation set
+    assert jobs.get("attack_set") == 4 and jobs.get("augment") == 7, jobs
+    assert jobs.get("eval_model") == 7, jobs  # one job per trained recipe, every validation set
     assert jobs.get("augment_table") == 3 and jobs.get("transfer_table") == 1, jobs
 
 
@@ -132,7 +132,7 @@ def test_smoke_run_end_to_end(smoke_reference, tmp_path):
         text = (out / "tables" / f"{table}.md").read_text()
         assert "| benign |" in text and (out / "tables" / f"{table}.csv").is_file()
     for table, rows in {
-        "table3": ("| baseline | Baseline |", "| retrained-sae |", "| tuned-sae |"),
+        "table3": ("| baseline | Baseline |", "| retrained-sae |", "| tuned-sae |", "| retrained-benign |"),
         "table4": ("| retrained-pixel |", "| tuned-pixel |"),
         "table5": ("| hybrid-pixel-then-sae |", "| hybrid-sae-then-pixel |"),
         "transfer": ("| squeezedet |", "| yolov3 |"),
@@ -141,13 +141,21 @@ def test_smoke_run_end_to_end(smoke_reference, tmp_path):
         text = (out / "tables" / f"{table}.md").read_text()
         assert all(r in text for r in rows) and (out / "tables" / f"{table}.csv").is_file(), (table, text)
     # the augmented models really trained, from the weights their recipe names
-    for recipe in ("retrained-sae", "tuned-sae", "retrained-pixel", "tuned-pixel", "hybrid-pixel-then-sae"):
+    for recipe in (
+        "retrained-sae",
+        "tuned-sae",
+        "retrained-pixel",
+        "tuned-pixel",
+        "hybrid-pixel-then-sae",
+        "retrained-benign",
+    ):
         assert (out / "models" / "squeezedet" / recipe / "final.pt").is_file(), recipe
     import torch
 
     for recipe, init in {
         "hybrid-pixel-then-sae": "tuned-pixel",
-        "retrained-sae": "pretrain",
+        "retrained-sae": "finetune",
+        "retrained-benign": "finetune",
         "tuned-sae": "finetune",
     }.items():
         state = torch.load(out / "models" / "squeezedet" / recipe / "final.pt", weights_only=True)
@@ -170,6 +178,8 @@ def test_smoke_run_end_to_end(smoke_reference, tmp_path):
     assert {c["holds"] for c in claims["claims"]} <= {"yes", "partly", "no"}, claims
     assert claims["meta"]["resamples"] == 20 and "| C8 |" in (out / "tables" / "claims.md").read_text()
     assert "step agreement" in claims["claims"][0]["ours"], claims["claims"][0]  # C1 quotes the 2-step attack
+    c3 = claims["claims"][2]
+    assert "retrained-benign (the control)" in c3["ours"] and "beats the control" in c3["criterion"], c3
     assert (out / "figures" / "figure2_benign_vs_sae.png").stat().st_size > 20_000
     assert (out / "figures" / "table2_combos.png").stat().st_size > 5_000
     assert (out / "figures" / "runtime.png").stat().st_size > 5_000
@@ -226,4 +236,4 @@ def test_a_configfile_replaces_the_default_config(tmp_path):
     proc = _snakemake("-n", "--configfile", str(one))
     assert proc.returncode == 0, proc.output
     jobs = _jobs(proc.stdout)
-    assert jobs["pretrain"] == jobs["finetune"] == 1 and jobs["eval_model"] == 6 and jobs["eval_baseline"] == 1, jobs
+    assert jobs["pretrain"] == jobs["finetune"] == 1 and jobs["eval_model"] == 7 and jobs["eval_baseline"] == 1, jobs
