@@ -43,8 +43,9 @@ def test_dry_run_builds_the_whole_dag(config, tmp_path):
     # combinations outside the paper's attack `other_examples` frames: their own benign evaluation
     other = cfg["attacks"].get("other_examples")
     assert jobs.get("eval_benign_other", 0) == (1 if other and other != cfg["attacks"]["examples"] else 0), jobs
-    # §5: SAE and pixel sets of the evaluation and fine-tuning splits; six trained recipes; every
-    # recipe of the victim and every other detector's fine-tuned model on the three validation sets
+    # §5: SAE and pixel sets of the evaluation and fine-tuning splits; seven trained recipes (the
+    # paper's six and our control); every recipe of the victim and every other detector's
+    # fine-tuned model on the three validation sets
     assert jobs.get("attack_set") == 4 and jobs.get("augment") == 7, jobs
     assert jobs.get("eval_model") == 7, jobs  # one job per trained recipe, every validation set
     assert jobs.get("augment_table") == 3 and jobs.get("transfer_table") == 1, jobs

@@ -102,7 +102,9 @@ def _parent(stage: str) -> str | None:
 def training_data(
     name: str, benign: list[tuple[str, float]], sets: dict[str, str], adversarial_weight: float
 ) -> list[tuple[str, float]]:
-    """The ``(path, weight)`` mixture a recipe trains on.
+    """The ``(path, weight)`` mixture a recipe trains on: the benign mixture and the recipe's
+    adversarial set (retraining), the set alone (tuning), or the benign mixture alone (the
+    ``retrained-benign`` control, which needs no set).
 
     Args:
         benign: the benign fine-tuning mixture (what the victim was fine-tuned on).
