@@ -1,7 +1,9 @@
+import json
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from sae.cli import main
@@ -13,6 +15,7 @@ def test_every_command_has_help(capsys):
         ["render", "--help"],
         ["render", "demo", "--help"],
         ["render", "scene", "--help"],
+        ["render", "gradcheck", "--help"],
         ["bench", "--help"],
         ["bench", "render", "--help"],
         ["bench", "detect", "--help"],
@@ -43,6 +46,26 @@ def test_render_scene_round_trips_through_an_ir_file(tmp_path):
     assert main(["render", "scene", "--size", "155x47", "--out", str(png), "--save-ir", str(ir)]) == 0
     assert main(["render", "scene", "--scene", str(ir), "--out", str(png2)]) == 0
     assert (np.asarray(Image.open(png)) == np.asarray(Image.open(png2))).all()
+
+
+def test_render_gradcheck_prints_a_table_and_writes_every_case(tmp_path, capsys):
+    out = tmp_path / "gc.json"
+    argv = ["render", "gradcheck", "--parameters", "translate", "--cases", "2", "--size", "310x94", "--quiet"]
+    assert main(argv + ["--decompose", "--samples", "8", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| translate | 2 |" in text and "misses from jumps" in text
+    (row,) = json.loads(out.read_text())
+    assert row["cases"] == 2 and len(row["results"]) == 2
+    assert row["agree"] + row["misses_from_jumps"] + row["misses_from_variation"] == 2
+    assert set(row["results"][0]) == {"auto", "fd", "fd_continuous"}
+
+
+def test_render_gradcheck_rejects_bad_counts(capsys):
+    for argv in (["--samples", "12"], ["--cases", "0"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["render", "gradcheck", *argv])
+        assert exc.value.code == 2
+        assert argv[0] in capsys.readouterr().err
 
 
 def test_missing_scene_file_is_a_clear_error(tmp_path, capsys):

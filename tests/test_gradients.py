@@ -7,48 +7,14 @@ makes the image continuous in edge positions, and the check is statistical over 
 object's farthest vertex by 1, 1.5 and 2 pixels.
 """
 
-import math
-
 import pytest
 import torch
-from scenes import one_object_scene
 
 from sae.data.street import street_scene
-from sae.render.geometry import pack_meshes, pose_vertices, project
+from sae.render import gradcheck
 from sae.render.renderer import render
 from sae.scene import editor
-from sae.scene.ffd import bottom_layer_mask
 from sae.scene.ir import Scene
-
-
-def _smooth_weights(h: int, w: int, gen: torch.Generator) -> torch.Tensor:
-    coarse = torch.randn(1, 3, 8, 24, generator=gen, dtype=torch.float64)
-    return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear").permute(0, 2, 3, 1)
-
-
-def _directional(
-    scene: Scene, name: str, direction: torch.Tensor, weights: torch.Tensor, step: float, multiples=(1.0,)
-):
-    """(autograd, central finite difference) of L = Σ weights · image along ``direction``.
-
-    With several ``multiples`` of ``step``, the finite difference is the least-squares slope
-    through the symmetric samples, i.e. the k²-weighted mean of the central differences at each
-    ``k · step``: robust to the isolated jumps of a rasterised image.
-    """
-
-    def loss(theta):
-        return (render(editor.apply(scene, theta)).image * weights).sum()
-
-    theta = editor.zero_theta(scene, [name], requires_grad=True)
-    loss(theta).backward()
-    auto = (theta[name].grad * direction).sum().item()
-    num = den = 0.0
-    with torch.no_grad():
-        for k in multiples:
-            h = k * step
-            num += h * (loss({name: h * direction}) - loss({name: -h * direction})).item()
-            den += 2 * h * h
-    return auto, num / den
 
 
 @pytest.mark.parametrize("name", ["color", "weather", "foliage"])
@@ -61,57 +27,49 @@ def test_appearance_gradients_match_finite_differences(half_scene, name):
         foliage=torch.tensor([[0.1, -0.2, 0.1, 0.3]], dtype=torch.float64),
     )
     for _ in range(3):
-        weights = _smooth_weights(s.height, s.width, gen)
+        weights = gradcheck.smooth_weights(s.height, s.width, gen)
         direction = torch.randn(editor.theta_shape(s, name), generator=gen, dtype=torch.float64)
-        auto, fd = _directional(s, name, direction, weights, 1e-6)
+        auto, fd = gradcheck.check(gradcheck.Case(s, name, direction, weights, 1e-6), multiples=(1.0,))
         assert auto != 0.0
         assert abs(auto - fd) <= 1e-2 * abs(fd), (name, auto, fd)
 
 
-def _car_scene(gen: torch.Generator, h: int, w: int) -> Scene:
-    """One random car (template, pose, distance 8–30 m) over a uniform background."""
-
-    def u(a, b):
-        return a + (b - a) * torch.rand((), generator=gen, dtype=torch.float64).item()
-
-    template = int(torch.randint(0, 3, (1, 1), generator=gen))
-    location = (u(-4, 4), 1.65, u(8, 30))
-    rotation_y = u(-math.pi, math.pi)
-    color = torch.rand(3, generator=gen, dtype=torch.float64)
-    return one_object_scene(template, location, rotation_y, color, h, w)
-
-
-def _pixel_step(scene: Scene, name: str, direction: torch.Tensor, obj: int, pixels: float = 1.0) -> float:
-    """Step along ``direction`` that moves object ``obj``'s farthest-moving vertex by ``pixels``."""
-
-    def screen(theta):
-        sc = editor.apply(scene, theta)
-        packed = pack_meshes(sc)
-        return project(pose_vertices(sc, packed), sc.K[packed.vert_obj // sc.max_objects]), packed
-
-    a, packed = screen({name: 0 * direction})
-    b, _ = screen({name: 1e-5 * direction})
-    mine = packed.vert_obj == obj
-    return pixels * 1e-5 / (b - a)[mine][:, :2].norm(dim=1).max().item()
-
-
 def _geometric_cases(name: str, cases: int, seed: int, h: int = 375, w: int = 1242):
-    gen = torch.Generator().manual_seed(seed)
-    results = []
-    for _ in range(cases):
-        s = _car_scene(gen, h, w)
-        direction = torch.randn(editor.theta_shape(s, name), generator=gen, dtype=torch.float64)
-        if name == "mesh":
-            direction[..., torch.as_tensor(bottom_layer_mask()), 1] = 0
-        step = _pixel_step(s, name, direction, 0)
-        auto, fd = _directional(s, name, direction, _smooth_weights(h, w, gen), step, multiples=(1.0, 1.5, 2.0))
-        results.append((auto, fd))
-    return results
+    """(autograd, finite difference) of ``cases`` random cases (:mod:`sae.render.gradcheck`)."""
+    return [gradcheck.check(c) for c in gradcheck.random_cases(name, cases, seed, h, w)]
 
 
 def _agreement(results) -> list[bool]:
     """The issue's criterion per case: same sign and within 25 %."""
-    return [a * f > 0 and abs(a - f) <= 0.25 * abs(f) for a, f in results]
+    return [gradcheck.agrees(a, f) for a, f in results]
+
+
+def test_slopes_from_samples_separate_a_jump_from_the_derivative():
+    """On L(t) = 3t + t³ plus a jump J inside every window, the finite difference of L carries
+    the jump's J·Σh / Σ2h², the one of the integrated derivative does not."""
+    step, jump = 0.5, 0.8
+    ts = [step * 2 * (2 * i / 80 - 1) for i in range(81)]
+    losses = [3 * t + t**3 + (jump if t > 0.3 * step else 0.0) for t in ts]
+    derivatives = [3 + 3 * t * t for t in ts]
+    fd, fd_continuous = gradcheck.slopes_from_samples(ts, losses, derivatives, step)
+    hs = [k * step for k in gradcheck.MULTIPLES]
+    smooth = sum(6 * h * h + 2 * h**4 for h in hs) / sum(2 * h * h for h in hs)
+    assert fd == pytest.approx(smooth + jump * sum(hs) / sum(2 * h * h for h in hs), rel=1e-12)
+    assert fd_continuous == pytest.approx(smooth, rel=1e-3)  # the trapezoid rule's error only
+    assert gradcheck.agrees(3.0, fd_continuous) and not gradcheck.agrees(3.0, -fd)
+
+
+def test_profile_repeats_the_check_at_its_grid_points():
+    """The decomposition's finite difference is the check's own (its samples include ±k·step),
+    and its derivative at t = 0 is the check's autograd."""
+    (case,) = gradcheck.random_cases("translate", 1, seed=5, h=94, w=310)
+    auto, fd = gradcheck.check(case)
+    prof = gradcheck.profile(case, samples=8)
+    assert prof.auto == pytest.approx(auto, rel=1e-12)
+    assert prof.fd == pytest.approx(fd, rel=1e-9)
+    assert prof.fd_continuous != 0.0
+    with pytest.raises(ValueError, match="multiple of 8"):
+        gradcheck.profile(case, samples=10)
 
 
 @pytest.mark.parametrize("name", ["translate", "rotate", "mesh"])
@@ -211,7 +169,7 @@ def test_geometric_gradients_meet_the_target(name):
     which the attack's time budget (issue 6's ratio) does not allow on CPU.
     """
 
-    good = _agreement(_geometric_cases(name, 120, seed={"translate": 11, "rotate": 12, "mesh": 13}[name]))
+    good = _agreement(_geometric_cases(name, 120, seed=gradcheck.GEOMETRIC[name]))
     print(f"{name}: {sum(good)}/{len(good)} cases agree")
     assert sum(good) >= 0.9 * len(good), good
 
@@ -221,7 +179,7 @@ def test_no_parameter_is_dead(half_scene):
     s = half_scene
     out = render(s)
     theta = editor.zero_theta(s, requires_grad=True)
-    weights = _smooth_weights(s.height, s.width, torch.Generator().manual_seed(1))
+    weights = gradcheck.smooth_weights(s.height, s.width, torch.Generator().manual_seed(1))
     (render(editor.apply(s, theta)).image * weights).sum().backward()
     for name in ("weather", "foliage"):
         assert theta[name].grad.abs().sum() > 0, name
