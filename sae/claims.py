@@ -257,6 +257,44 @@ def _sig(est: Estimate, want: str) -> bool | None:
     return None if (est.value < 0 if want == "below" else est.value > 0) else False
 
 
+def c3_claim(layout: Layout, ev, bs: Bootstrap, s_eval: Evaluation, b_eval: Evaluation) -> dict:
+    """C3's row: the SAE recipes' gains on SAEs (``sae`` set) and losses on benign frames against
+    the baseline (``s_eval``, ``b_eval``), and, when the workflow trained it, retrained-sae against
+    the control that saw benign frames alone on the same schedule: retraining must gain from the
+    SAEs, not from training the victim further. ``ev`` maps an evaluation folder to its (cached)
+    :class:`Evaluation`."""
+    parts, ours = [], []
+    for recipe in ("retrained-sae", "tuned-sae"):
+        gain = bs.difference(ev(layout.model(recipe, "sae")), s_eval)
+        loss = bs.difference(ev(layout.model(recipe, "benign")), b_eval)
+        parts += [_sig(gain, "above"), loss.value > -gain.value]
+        ours.append(f"{recipe}: on SAEs {gain.text(True)}, on benign {loss.text(True)}")
+    control = "retrained-benign"
+    criterion = "each SAE recipe gains on SAEs (interval above 0) and loses less on benign than it gains"
+    if layout.model(control, "sae").is_dir():
+        c_sae, c_benign = ev(layout.model(control, "sae")), ev(layout.model(control, "benign"))
+        ours.append(
+            f"{control} (the control): on SAEs {bs.difference(c_sae, s_eval).text(True)}, on benign "
+            f"{bs.difference(c_benign, b_eval).text(True)}"
+        )
+        over = bs.difference(ev(layout.model("retrained-sae", "sae")), c_sae)
+        over_benign = bs.difference(ev(layout.model("retrained-sae", "benign")), c_benign)
+        ours.append(f"retrained-sae minus the control: on SAEs {over.text(True)}, on benign {over_benign.text(True)}")
+        parts.append(_sig(over, "above"))
+        criterion += ", and retrained-sae beats the control (benign frames alone, same schedule) on SAEs"
+    t3 = PAPER_TABLE3
+    return {
+        "claim": "C3",
+        "statement": "augmenting with SAEs recovers mAP on SAEs, keeping benign mAP",
+        "paper": f"on SAEs {t3['baseline']['sae'][1]} → retrained {t3['retrained-sae']['sae'][1]}, tuned "
+        f"{t3['tuned-sae']['sae'][1]}; benign {t3['baseline']['benign'][1]} → {t3['retrained-sae']['benign'][1]}, "
+        f"{t3['tuned-sae']['benign'][1]}",
+        "ours": "Δ mAP vs the baseline: " + "; ".join(ours),
+        "criterion": criterion,
+        "holds": _verdict(parts),
+    }
+
+
 def check_claims(layout: Layout, difficulty: str = "moderate", bootstrap: Bootstrap | None = None) -> list[dict]:
     """Rows ``{claim, statement, paper, ours, criterion, holds}`` for C1–C8."""
     bs = bootstrap or Bootstrap()
@@ -313,40 +351,8 @@ def check_claims(layout: Layout, difficulty: str = "moderate", bootstrap: Bootst
         }
     )
 
-    # C3: SAE augmentation recovers mAP on SAEs while keeping benign performance, and retraining
-    # gains that from the SAEs, not from training the victim further (the benign-only control).
-    parts, ours = [], []
-    for recipe in ("retrained-sae", "tuned-sae"):
-        gain = bs.difference(ev(layout.model(recipe, "sae")), s_eval)
-        loss = bs.difference(ev(layout.model(recipe, "benign")), b_eval)
-        parts += [_sig(gain, "above"), loss.value > -gain.value]
-        ours.append(f"{recipe}: on SAEs {gain.text(True)}, on benign {loss.text(True)}")
-    control = "retrained-benign"
-    criterion = "each SAE recipe gains on SAEs (interval above 0) and loses less on benign than it gains"
-    if layout.model(control, "sae").is_dir():
-        c_sae, c_benign = ev(layout.model(control, "sae")), ev(layout.model(control, "benign"))
-        ours.append(
-            f"{control} (the control): on SAEs {bs.difference(c_sae, s_eval).text(True)}, on benign "
-            f"{bs.difference(c_benign, b_eval).text(True)}"
-        )
-        over = bs.difference(ev(layout.model("retrained-sae", "sae")), c_sae)
-        over_benign = bs.difference(ev(layout.model("retrained-sae", "benign")), c_benign)
-        ours.append(f"retrained-sae minus the control: on SAEs {over.text(True)}, on benign {over_benign.text(True)}")
-        parts.append(_sig(over, "above"))
-        criterion += ", and retrained-sae beats the control (benign frames alone, same schedule) on SAEs"
-    t3 = PAPER_TABLE3
-    rows.append(
-        {
-            "claim": "C3",
-            "statement": "augmenting with SAEs recovers mAP on SAEs, keeping benign mAP",
-            "paper": f"on SAEs {t3['baseline']['sae'][1]} → retrained {t3['retrained-sae']['sae'][1]}, tuned "
-            f"{t3['tuned-sae']['sae'][1]}; benign {t3['baseline']['benign'][1]} → {t3['retrained-sae']['benign'][1]}, "
-            f"{t3['tuned-sae']['benign'][1]}",
-            "ours": "Δ mAP vs the baseline: " + "; ".join(ours),
-            "criterion": criterion,
-            "holds": _verdict(parts),
-        }
-    )
+    # C3: SAE augmentation recovers mAP on SAEs, keeping benign mAP, and not by training longer.
+    rows.append(c3_claim(layout, ev, bs, s_eval, b_eval))
 
     # C4: SAEs transfer to the other detectors, more weakly.
     parts, ours = [], []
@@ -381,7 +387,8 @@ def check_claims(layout: Layout, difficulty: str = "moderate", bootstrap: Bootst
             "claim": "C5",
             "statement": "pixel-perturbation augmentation does not defend against SAEs",
             "paper": f"on SAEs: retrained-pixel {PAPER_TABLE4['retrained-pixel']['sae'][1]}, tuned-pixel "
-            f"{PAPER_TABLE4['tuned-pixel']['sae'][1]} (baseline {t3['baseline']['sae'][1]}, SAE recipes ≈ 72.7)",
+            f"{PAPER_TABLE4['tuned-pixel']['sae'][1]} (baseline {PAPER_TABLE3['baseline']['sae'][1]}, "
+            "SAE recipes ≈ 72.7)",
             "ours": "; ".join(ours) + f"; baseline {bs.value(s_eval).text()}",
             "criterion": "each pixel recipe scores below its SAE twin on SAEs (interval below 0)",
             "holds": c5,

@@ -132,3 +132,39 @@ def test_c7_is_judged_in_features_the_attacks_did_not_target():
     assert fid_claim({**old, "views": views}, "squeezedet", "fid.json")["holds"] == "no"
     with pytest.raises(ValueError, match="fid.json: expected FIDs of the 'sae' and 'pixel' sets"):
         fid_claim({"views": [{"detector": "yolov3", "fid": {"sae": 1.0}}]}, "squeezedet", "fid.json")
+
+
+def test_c3_needs_retrained_sae_to_beat_the_benign_only_control(tmp_path):
+    """C3 on a hand-made layout: both SAE recipes recover the SAEs' missed half-objects and keep
+    benign mAP. It holds only while the control, trained on benign frames alone, does not recover
+    as much; without the control's folder it is judged on the recipes alone."""
+    import shutil
+
+    from sae.claims import Layout, c3_claim
+
+    targets = _frames(30)
+    layout = Layout(tmp_path, "squeezedet", "sfgsm", "translate+rotate+mesh", [])
+    everything, half = [[True, True]] * 30, [[True, i % 2 == 0] for i in range(30)]
+
+    def store(recipe, valset, found):
+        return _store(tmp_path, f"eval/squeezedet/{recipe}/{valset}", targets, found)
+
+    s_eval, b_eval = store("baseline", "sae", half), store("baseline", "benign", everything)
+    for recipe in ("retrained-sae", "tuned-sae"):
+        store(recipe, "sae", everything)
+        store(recipe, "benign", everything)
+
+    def row():
+        return c3_claim(layout, lambda p: Evaluation(p, "moderate"), Bootstrap(resamples=40), s_eval, b_eval)
+
+    store("retrained-benign", "benign", everything)
+    store("retrained-benign", "sae", half)  # the control gains nothing on SAEs
+    held = row()
+    assert held["holds"] == "yes", held
+    assert "retrained-benign (the control): on SAEs +0.0" in held["ours"]
+    assert "beats the control" in held["criterion"]
+    store("retrained-benign", "sae", everything)  # the control gains as much without an SAE
+    assert row()["holds"] == "partly"
+    shutil.rmtree(tmp_path / "eval/squeezedet/retrained-benign")
+    alone = row()
+    assert alone["holds"] == "yes" and "control" not in alone["ours"] and "control" not in alone["criterion"]
