@@ -56,12 +56,16 @@ def cmd_render_gradcheck(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = []
+    if args.figure and not args.decompose:
+        print("sae render gradcheck: --figure needs --decompose", file=sys.stderr)
+        return 2
+    rows, profiles = [], {}
     for name in args.parameters:
         cases = gradcheck.random_cases(name, args.cases, args.seed, h=args.size[0], w=args.size[1])
         run = (lambda c: gradcheck.profile(c, args.samples)) if args.decompose else gradcheck.check
         results = [run(c) for c in tqdm(cases, desc=f"gradcheck {name}", unit="case", disable=args.quiet)]
         rows.append(gradcheck.summarise(name, results, args.decompose))
+        profiles[name] = results
         if args.json:
             rows[-1]["results"] = [vars(r) if args.decompose else {"auto": r[0], "fd": r[1]} for r in results]
     print(gradcheck.format_table(rows))
@@ -70,6 +74,8 @@ def cmd_render_gradcheck(args: argparse.Namespace) -> int:
 
         write_text(Path(args.json), json.dumps(rows, indent=1))
         print(f"wrote {args.json}")
+    if args.figure:
+        print(f"wrote {gradcheck.profile_figure(profiles, args.figure)}")
     return 0
 
 
@@ -580,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gc.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     gc.add_argument("--json", help="also write every case's numbers to this JSON file")
+    gc.add_argument("--figure", help="with --decompose: PNG of L(t) for a few misses of each kind (jumps, variation)")
     gc.add_argument("--quiet", action="store_true", help="no progress bar")
     gc.set_defaults(func=cmd_render_gradcheck)
 

@@ -51,13 +51,17 @@ def test_render_scene_round_trips_through_an_ir_file(tmp_path):
 def test_render_gradcheck_prints_a_table_and_writes_every_case(tmp_path, capsys):
     out = tmp_path / "gc.json"
     argv = ["render", "gradcheck", "--parameters", "translate", "--cases", "2", "--size", "310x94", "--quiet"]
-    assert main(argv + ["--decompose", "--samples", "8", "--json", str(out)]) == 0
+    fig = tmp_path / "gc.png"
+    assert main(argv + ["--decompose", "--samples", "8", "--json", str(out), "--figure", str(fig)]) == 0
     text = capsys.readouterr().out
     assert "| translate | 2 |" in text and "misses from jumps" in text
     (row,) = json.loads(out.read_text())
     assert row["cases"] == 2 and len(row["results"]) == 2
     assert row["agree"] + row["misses_from_jumps"] + row["misses_from_variation"] == 2
-    assert set(row["results"][0]) == {"auto", "fd", "fd_continuous"}
+    case = row["results"][0]
+    assert {"auto", "fd", "fd_continuous"} <= set(case) and len(case["losses"]) == len(case["ts"]) == 9
+    assert Image.open(fig).size[0] > 300
+    assert main(argv + ["--figure", str(fig)]) == 2  # a figure needs the decomposition
 
 
 def test_render_gradcheck_rejects_bad_counts(capsys):

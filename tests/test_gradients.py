@@ -174,8 +174,8 @@ def test_geometric_gradients_meet_the_target(name):
     Measured in session 24 (``sae render gradcheck --decompose --samples 40``, these 120 cases):
     removing every jump would not reach the target. Sampling L and dL/dt at 41 points along each
     direction and taking the finite difference of the integrated derivative (the image as it would
-    be with no jumps, the same derivatives) gives rotate 104 and mesh 106 of 120 (translate:
-    see the closing note). Of rotate's 23 misses, 11 are the jumps' doing and 12 would remain; 4
+    be with no jumps, the same derivatives) gives rotate 104, mesh 106 and translate 113 of 120
+    (translate's 9 misses: 5 the jumps', 4 would remain). Of rotate's 23 misses, 11 are the jumps' doing and 12 would remain; 4
     of the 97 agreeing cases agree only thanks to a jump. Mesh: 7 and 11 of 18. What remains is
     the derivative varying within the window: dL/dt over ±2 px moves in steps (traced: a thin,
     darker trim face turning away along a 45° silhouette changes dL/dt by +4.6 at once; a van's

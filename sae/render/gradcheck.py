@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -183,11 +183,16 @@ def slopes_from_samples(ts, losses, derivatives, step: float, multiples: Sequenc
 
 @dataclass
 class Profile:
-    """A case's autograd derivative, finite difference, and finite difference without jumps."""
+    """A case's autograd derivative, finite difference, and finite difference without jumps, and
+    the samples they come from: ``L`` and ``dL/dt`` at ``ts`` (θ = t · direction)."""
 
     auto: float
     fd: float
     fd_continuous: float
+    ts: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    derivatives: list[float] = field(default_factory=list)
+    step: float = 1.0
 
 
 def profile(case: Case, samples: int = 80, renderer: Callable = render) -> Profile:
@@ -203,7 +208,7 @@ def profile(case: Case, samples: int = 80, renderer: Callable = render) -> Profi
         losses.append(value)
         derivatives.append(d)
     fd, fd_continuous = slopes_from_samples(ts, losses, derivatives, case.step)
-    return Profile(derivatives[samples // 2], fd, fd_continuous)
+    return Profile(derivatives[samples // 2], fd, fd_continuous, ts, losses, derivatives, case.step)
 
 
 def agrees(auto: float, fd: float, tolerance: float = TOLERANCE) -> bool:
@@ -223,11 +228,56 @@ def summarise(name: str, results: list, decomposed: bool) -> dict:
         "median_rel_error": rel[len(rel) // 2] if rel else math.nan,
     }
     if decomposed:
-        smooth = [agrees(r.auto, r.fd_continuous) for r in results]
-        row["agree_without_jumps"] = sum(smooth)
-        row["misses_from_jumps"] = sum(1 for g, s in zip(good, smooth, strict=True) if not g and s)
-        row["misses_from_variation"] = sum(1 for g, s in zip(good, smooth, strict=True) if not g and not s)
+        kinds = [miss_kind(r) for r in results]
+        row["agree_without_jumps"] = sum(agrees(r.auto, r.fd_continuous) for r in results)
+        row["misses_from_jumps"] = kinds.count("jumps")
+        row["misses_from_variation"] = kinds.count("variation")
     return row
+
+
+def miss_kind(p: Profile) -> str:
+    """``agree``, ``jumps`` (a miss that agrees without the jumps) or ``variation``."""
+    if agrees(p.auto, p.fd):
+        return "agree"
+    return "jumps" if agrees(p.auto, p.fd_continuous) else "variation"
+
+
+def profile_figure(profiles: dict[str, list[Profile]], out, per_kind: int = 2):
+    """For each parameter, the first ``per_kind`` misses of each kind: ``L(t) − L(0)`` as rendered,
+    the integral of autograd's ``dL/dt`` (the same without jumps), the tangent autograd gives at
+    0 and the finite difference's slope, against the farthest vertex's motion in pixels."""
+    from sae.figures import pyplot, save_figure
+
+    plt = pyplot()
+    chosen = {
+        name: [p for kind in ("jumps", "variation") for p in [q for q in ps if miss_kind(q) == kind][:per_kind]]
+        for name, ps in profiles.items()
+    }
+    cols = max([len(v) for v in chosen.values()] + [1])
+    fig, axes = plt.subplots(len(chosen), cols, figsize=(3.6 * cols, 2.8 * len(chosen)), squeeze=False)
+    for row, (name, ps) in enumerate(chosen.items()):
+        for col in range(cols):
+            ax = axes[row][col]
+            if col >= len(ps):
+                ax.axis("off")
+                continue
+            p = ps[col]
+            px = [t / p.step for t in p.ts]
+            zero = p.losses[len(p.losses) // 2]
+            integral = cumulative_trapezoid(p.ts, p.derivatives)
+            mid = integral[len(integral) // 2]
+            ax.plot(px, [v - zero for v in p.losses], color="black", lw=1.2, label="L(t) − L(0), rendered")
+            ax.plot(px, [v - mid for v in integral], color="tab:blue", lw=1.0, ls="--", label="∫ dL/dt (no jumps)")
+            span = [px[0], px[-1]]
+            ax.plot(span, [p.auto * s * p.step for s in span], color="tab:red", lw=0.8, label="autograd at 0")
+            ax.plot(span, [p.fd * s * p.step for s in span], color="tab:green", lw=0.8, label="finite difference")
+            ax.set_title(f"{name}: miss from {miss_kind(p)}", fontsize=9)
+            ax.set_xlabel("farthest vertex's motion (px)", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if row == 0 and col == 0:
+                ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    return save_figure(fig, out)
 
 
 def format_table(rows: list[dict]) -> str:
