@@ -64,10 +64,17 @@ def cmd_render_gradcheck(args: argparse.Namespace) -> int:
         cases = gradcheck.random_cases(name, args.cases, args.seed, h=args.size[0], w=args.size[1])
         run = (lambda c: gradcheck.profile(c, args.samples)) if args.decompose else gradcheck.check
         results = [run(c) for c in tqdm(cases, desc=f"gradcheck {name}", unit="case", disable=args.quiet)]
-        rows.append(gradcheck.summarise(name, results, args.decompose))
+        reference = None
+        if args.reference:
+            progress = tqdm(cases, desc=f"reference {name} ×{args.reference}", unit="case", disable=args.quiet)
+            reference = [gradcheck.check(gradcheck.supersampled(c, args.reference)) for c in progress]
+        rows.append(gradcheck.summarise(name, results, args.decompose, reference))
         profiles[name] = results
         if args.json:
             rows[-1]["results"] = [vars(r) if args.decompose else {"auto": r[0], "fd": r[1]} for r in results]
+            if reference is not None:
+                for r, (ra, rf) in zip(rows[-1]["results"], reference, strict=True):
+                    r["reference_auto"], r["reference_fd"] = ra, rf
     print(gradcheck.format_table(rows))
     if args.json:
         from sae.io import write_text
@@ -583,6 +590,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_multiple_of_8,
         default=80,
         help="intervals over ±2 steps with --decompose (default: %(default)s)",
+    )
+    gc.add_argument(
+        "--reference",
+        type=_positive,
+        default=None,
+        metavar="S",
+        help="also check each case rendered S× larger and box-filtered back (S² the cost), the "
+        "reference a renderer's derivative can at best match: how often autograd agrees with its "
+        "finite difference, and how often it agrees with itself (the criterion's ceiling)",
     )
     gc.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     gc.add_argument("--json", help="also write every case's numbers to this JSON file")

@@ -62,6 +62,11 @@ def test_render_gradcheck_prints_a_table_and_writes_every_case(tmp_path, capsys)
     assert {"auto", "fd", "fd_continuous"} <= set(case) and len(case["losses"]) == len(case["ts"]) == 9
     assert Image.open(fig).size[0] > 300
     assert main(argv + ["--figure", str(fig)]) == 2  # a figure needs the decomposition
+    assert main(argv + ["--reference", "2", "--json", str(out)]) == 0
+    assert "reference agrees with itself" in capsys.readouterr().out
+    (row,) = json.loads(out.read_text())
+    assert 0 <= row["reference_agrees"] <= 2 and 0 <= row["agree_with_reference_fd"] <= 2
+    assert {"reference_auto", "reference_fd"} <= set(row["results"][0])
 
 
 def test_render_gradcheck_rejects_bad_counts(capsys):

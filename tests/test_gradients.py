@@ -72,6 +72,28 @@ def test_profile_repeats_the_check_at_its_grid_points():
         gradcheck.profile(case, samples=10)
 
 
+def test_a_supersampled_case_is_the_same_loss_of_a_finer_image():
+    """The reference renders S× larger with each pixel's weight spread over its S² sub-pixels: the
+    background's loss is the same to rounding, the car's contribution the same to its edge
+    pixels' share, the car lands on the same pixels, and the step is the case's."""
+    (case,) = gradcheck.random_cases("translate", 1, seed=5, h=94, w=310)
+    assert gradcheck.supersampled(case, 1) is case
+    big = gradcheck.supersampled(case, 3)
+    assert big.scene.height == 3 * 94 and big.scene.width == 3 * 310 and big.step == case.step
+    assert big.weights.sum().item() == pytest.approx(case.weights.sum().item(), rel=1e-12)
+    empty = case.scene.replace(obj_valid=torch.zeros_like(case.scene.obj_valid))
+    empty_big = big.scene.replace(obj_valid=torch.zeros_like(big.scene.obj_valid))
+    bg = (render(empty).image * case.weights).sum().item()
+    assert (render(empty_big).image * big.weights).sum().item() == pytest.approx(bg, rel=1e-12)
+    small_l, big_l = case.loss(0.0)[0], big.loss(0.0)[0]
+    assert abs(big_l - small_l) <= 0.05 * abs(small_l - bg), (small_l, big_l, bg)
+    small_mask = render(case.scene).face_map[0] >= 0
+    big_mask = (render(big.scene).face_map[0] >= 0).double().reshape(94, 3, 310, 3).mean(dim=(1, 3))
+    assert ((big_mask > 0.5) == small_mask).double().mean() > 0.995
+    with pytest.raises(ValueError, match="positive"):
+        gradcheck.supersampled(case, 0)
+
+
 @pytest.mark.parametrize("name", ["translate", "rotate", "mesh"])
 def test_geometric_gradients_agree_with_finite_differences(name):
     """Regression guard at the level reached so far (see the slow test for the target)."""
@@ -175,21 +197,21 @@ def test_geometric_gradients_meet_the_target(name):
     removing every jump would not reach the target. Sampling L and dL/dt at 41 points along each
     direction and taking the finite difference of the integrated derivative (the image as it would
     be with no jumps, the same derivatives) gives rotate 104, mesh 106 and translate 113 of 120
-    (translate's 9 misses: 5 the jumps', 4 would remain). Of rotate's 23 misses, 11 are the jumps' doing and 12 would remain; 4
-    of the 97 agreeing cases agree only thanks to a jump. Mesh: 7 and 11 of 18. What remains is
-    the derivative varying within the window: dL/dt over ±2 px moves in steps (traced: a thin,
-    darker trim face turning away along a 45° silhouette changes dL/dt by +4.6 at once; a van's
-    side seen from behind turns front-facing 0.15 px into the window and triples dL/dt for
-    0.3 px; a light's bevel inset in the body panel, hidden by it, leaves a column of pairs with
-    no boundary to blend, dL/dt 0, until its face covers a centre). The first two are true kinks
-    of a flat-shaded polygonal image, which no renderer removes; a central difference over
-    pixels averages them and the derivative at θ does not. Also measured: rendering 2× or 3×
+    (translate's 9 misses: 5 the jumps', 4 would remain). Of rotate's 23 misses, 11 are the jumps'
+    doing and 12 would remain; 4 of the 97 agreeing cases agree only thanks to a jump. Mesh: 7 and
+    11 of 18. What remains is the derivative varying within the window: dL/dt over ±2 px moves in
+    steps (traced: a thin, darker trim face turning away along a 45° silhouette changes dL/dt by
+    +4.6 at once; a van's side seen from behind turns front-facing 0.15 px into the window and
+    triples dL/dt for 0.3 px; a light's bevel inset in the body panel, hidden by it, leaves a column
+    of pairs with no boundary to blend, dL/dt 0, until its face covers a centre). The first two are
+    true kinks of a flat-shaded polygonal image, which no renderer removes; a central difference
+    over pixels averages them and the derivative at θ does not. Also measured: rendering 2× or 3×
     larger and box-filtering down (the same 1-D filter on sub-pixels, 4× and 9× the cost) gives
-    rotate 104 and 105; a 1-D tent filter instead of the box (each pair's segment weighed by
-    1 − x and x) 95 / 103 (mesh), translate 111; following slivers through 8 faces instead of 3
-    (branch ``wip/sliver-follow``: a van's side panel seen edge-on is a folded fan of four
-    same-colour triangles along 0.9 px, which the pair dropped) 97 / 103 / 111; falling back to
-    the front face's own edge where the same-colour walk finds none 93 / 99 / 112.
+    rotate 104 and 105; a 1-D tent filter instead of the box (each pair's segment weighed by 1 − x
+    and x) 95 / 103 (mesh), translate 111; following slivers through 8 faces instead of 3 (branch
+    ``wip/sliver-follow``: a van's side panel seen edge-on is a folded fan of four same-colour
+    triangles along 0.9 px, which the pair dropped) 97 / 103 / 111; falling back to the front face's
+    own edge where the same-colour walk finds none 93 / 99 / 112.
     """
 
     good = _agreement(_geometric_cases(name, 120, seed=gradcheck.GEOMETRIC[name]))

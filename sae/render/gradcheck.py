@@ -161,6 +161,33 @@ def check(case: Case, multiples: Sequence[float] = MULTIPLES, renderer: Callable
     return auto, fd
 
 
+def supersampled(case: Case, factor: int) -> Case:
+    """The same case rendered ``factor`` × larger on each axis and box-filtered back: the camera's
+    focal lengths and principal point scaled (pixel centres at integer coordinates), the
+    background layers repeated, and each pixel's loss weight spread evenly over its
+    ``factor²`` sub-pixels, so that ``L`` is the loss of the box-filtered large image at the
+    case's resolution. The step is the case's (one pixel of the farthest vertex's motion at that
+    resolution), so its finite difference spans the same motion. As ``factor`` grows, the
+    anti-aliasing's jumps shrink (each covers one sub-pixel) and the case's ``L`` approaches the
+    loss of the exactly box-filtered image: the reference a renderer's derivative can at best
+    match, kinks included."""
+    if factor < 1:
+        raise ValueError(f"factor must be a positive integer, got {factor}")
+    if factor == 1:
+        return case
+    sc = case.scene
+
+    def big(x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(factor, 1).repeat_interleave(factor, 2)
+
+    K = sc.K.clone()
+    K[:, 0, 0] *= factor
+    K[:, 1, 1] *= factor
+    K[:, :2, 2] = (K[:, :2, 2] + 0.5) * factor - 0.5
+    scene = sc.replace(bg_color=big(sc.bg_color), bg_depth=big(sc.bg_depth), bg_semantic=big(sc.bg_semantic), K=K)
+    return Case(scene, case.name, case.direction, big(case.weights) / factor**2, case.step)
+
+
 def cumulative_trapezoid(ts: Sequence[float], values: Sequence[float]) -> list[float]:
     """``∫_{ts[0]}^{ts[i]} f`` for each ``i`` by the trapezoid rule over the samples ``values``."""
     out = [0.0]
@@ -216,8 +243,10 @@ def agrees(auto: float, fd: float, tolerance: float = TOLERANCE) -> bool:
     return auto * fd > 0 and abs(auto - fd) <= tolerance * abs(fd)
 
 
-def summarise(name: str, results: list, decomposed: bool) -> dict:
-    """One table row from a parameter's (auto, fd) pairs or :class:`Profile` s."""
+def summarise(name: str, results: list, decomposed: bool, reference: list | None = None) -> dict:
+    """One table row from a parameter's (auto, fd) pairs or :class:`Profile` s, and, with
+    ``reference`` (the same cases' (auto, fd) pairs :func:`supersampled`), how often autograd
+    agrees with the reference's finite difference and the reference with itself (the ceiling)."""
     pairs = [(r.auto, r.fd) if decomposed else r for r in results]
     good = [agrees(a, f) for a, f in pairs]
     rel = sorted(abs(a - f) / abs(f) if f else math.inf for a, f in pairs)
@@ -232,6 +261,9 @@ def summarise(name: str, results: list, decomposed: bool) -> dict:
         row["agree_without_jumps"] = sum(agrees(r.auto, r.fd_continuous) for r in results)
         row["misses_from_jumps"] = kinds.count("jumps")
         row["misses_from_variation"] = kinds.count("variation")
+    if reference is not None:
+        row["agree_with_reference_fd"] = sum(agrees(a, rf) for (a, _), (_, rf) in zip(pairs, reference, strict=True))
+        row["reference_agrees"] = sum(agrees(ra, rf) for ra, rf in reference)
     return row
 
 
@@ -283,14 +315,19 @@ def profile_figure(profiles: dict[str, list[Profile]], out, per_kind: int = 2):
 def format_table(rows: list[dict]) -> str:
     """The rows as a Markdown table."""
     decomposed = any("agree_without_jumps" in r for r in rows)
+    referenced = any("reference_agrees" in r for r in rows)
     head = ["parameter", "cases", "agree", "share", "median rel. error"]
     if decomposed:
         head += ["agree without jumps", "misses from jumps", "misses from variation"]
+    if referenced:
+        head += ["agree with the reference's fd", "reference agrees with itself"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["parameter"], str(r["cases"]), str(r["agree"]), f"{r['agree'] / max(r['cases'], 1):.1%}"]
         cells.append(f"{r['median_rel_error']:.3f}")
         if decomposed:
             cells += [str(r["agree_without_jumps"]), str(r["misses_from_jumps"]), str(r["misses_from_variation"])]
+        if referenced:
+            cells += [str(r["agree_with_reference_fd"]), str(r["reference_agrees"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
