@@ -18,6 +18,12 @@ the direction and recomputes the finite difference from the integral of the deri
 it would be if the image had no jumps. A miss that agrees with that is the jumps' doing; one that
 does not would remain with a perfectly continuous image.
 
+What an exact renderer would get: :func:`supersampled` renders a case ``S`` × larger on each axis
+and box-filters it back (the same loss of a finer image). Its autograd against its own finite
+difference approaches, as ``S`` grows, the criterion's ceiling for the exactly box-filtered image,
+whose true kinks remain; our autograd against its finite difference says how far γ's derivative
+is from that image's.
+
 ``sae render gradcheck`` prints the table; ``tests/test_gradients.py`` asserts on the same cases.
 """
 
