@@ -61,8 +61,22 @@ YOLO = ("detectors", "yolov3")
 _SCHEDULE = {"iterations": 4, "batch_size": 8, "optimizer": "adam", "lr": 0.002, "warmup": 5, "checkpoint_every": 2}
 
 #: (what is changed, the new value, what the error must name). Each is a distinct mistake;
-#: ``tests/test_workflow.py`` has twelve more.
+#: ``tests/test_workflow.py`` sends three of them through Snakemake itself.
 MALFORMED = [
+    (("seed",), -1, "seed"),
+    (("device",), "tpu", "device"),
+    (("data", "scale"), "huge", "scale"),
+    (("data", "workers"), 0, "workers"),
+    (("data", "size"), [621], "size"),
+    (("figures", "demo_seed"), "three", "demo_seed"),
+    (("colour",), 1, "colour"),
+    (("attacks", "combos"), ["colour+rotate"], "combos"),
+    (("attacks", "eps", "mesh"), -0.025, "mesh"),
+    (("attacks", "steps"), "six", "steps"),
+    (("attacks", "other_examples"), 0, "other_examples"),
+    ((*SQZ, "pretrain", "lr"), 0, "lr"),
+    ((*SQZ, "pretrain", "ema"), 1.0, "ema"),
+    (("metrics", "difficulty"), "medium", "difficulty"),
     (("results",), "", "results"),
     (("results",), 5, "results"),
     (("seed",), 1.5, "seed"),
