@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from sae.cli import main
+from sae.render import gradcheck
 
 
 def test_every_command_has_help(capsys):
@@ -65,12 +66,18 @@ def test_render_gradcheck_prints_a_table_and_writes_every_case(tmp_path, capsys)
     assert main(argv + ["--reference", "2", "--json", str(out)]) == 0
     assert "reference agrees with itself" in capsys.readouterr().out
     (row,) = json.loads(out.read_text())
-    assert 0 <= row["reference_agrees"] <= 2 and 0 <= row["agree_with_reference_fd"] <= 2
-    assert {"reference_auto", "reference_fd"} <= set(row["results"][0])
+    cases = row["results"]
+    assert row["reference_agrees"] == sum(gradcheck.agrees(c["reference_auto"], c["reference_fd"]) for c in cases)
+    assert row["agree_with_reference_fd"] == sum(gradcheck.agrees(c["auto"], c["reference_fd"]) for c in cases)
+    # the reference is the supersampled case's own check, not the case's
+    (first,) = gradcheck.random_cases("translate", 1, h=94, w=310)
+    big_auto, big_fd = gradcheck.check(gradcheck.supersampled(first, 2))
+    assert cases[0]["reference_auto"] == big_auto and cases[0]["reference_fd"] == big_fd
+    assert cases[0]["reference_auto"] != cases[0]["auto"]
 
 
 def test_render_gradcheck_rejects_bad_counts(capsys):
-    for argv in (["--samples", "12"], ["--cases", "0"]):
+    for argv in (["--samples", "12"], ["--cases", "0"], ["--reference", "0"]):
         with pytest.raises(SystemExit) as exc:
             main(["render", "gradcheck", *argv])
         assert exc.value.code == 2
